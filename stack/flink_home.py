@@ -1,0 +1,151 @@
+"""Assemble the project-local Flink home and point PyFlink at it.
+
+The apache-flink wheel ships a Flink distribution inside ``pyflink/`` but without the Kafka
+connector, the Avro and Parquet formats, the S3 filesystem plugin and the SQL gateway jar. This
+module builds ``<home>/flink`` from the wheel's ``bin``/``lib``/``opt``/``plugins`` plus the jars
+Maven resolved (stack/maven), with ``conf/config.yaml`` rendered from ``flink-conf/``. The jobs,
+``flink run`` and ``sql-client.sh`` all use this one home.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+from stack.settings import PROJECT_ROOT, StackSettings
+
+FLINK_CONF_SOURCE = PROJECT_ROOT / "flink-conf"
+
+
+class FlinkHomeError(RuntimeError):
+    """The Flink home is missing parts; the message says what to run."""
+
+
+def wheel_home() -> Path:
+    import pyflink
+
+    return Path(pyflink.__file__).resolve().parent
+
+
+def _link_all(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for item in sorted(src.iterdir()):
+        target = dst / item.name
+        if target.is_symlink() or target.exists():
+            continue
+        target.symlink_to(item)
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def render_config(settings: StackSettings, profile: str = "local") -> dict:
+    """The effective Flink config: flink-conf/config.yaml, the profile overlay, then local paths."""
+    config = yaml.safe_load((FLINK_CONF_SOURCE / "config.yaml").read_text()) or {}
+    overlay = FLINK_CONF_SOURCE / f"config.{profile}.yaml"
+    if overlay.exists():
+        config = _deep_merge(config, yaml.safe_load(overlay.read_text()) or {})
+    local = {
+        "rest": {"port": settings.flink_rest_port, "address": settings.host, "bind-address": settings.host},
+        "jobmanager": {"rpc": {"address": settings.host}, "bind-host": settings.host},
+        "taskmanager": {"host": settings.host, "bind-host": settings.host},
+        # Python workers must use the project's interpreter, not whatever `python` is on PATH.
+        "python": {"executable": sys.executable, "client": {"executable": sys.executable}},
+        "s3": {
+            "endpoint": settings.s3_endpoint,
+            "path.style.access": True,
+            "access-key": settings.s3_access_key,
+            "secret-key": settings.s3_secret_key.get_secret_value(),
+        },
+        "io": {"tmp": {"dirs": str(settings.home / "flink-tmp")}},
+    }
+    if profile == "local":
+        local["execution"] = {
+            "checkpointing": {
+                "dir": (settings.home / "checkpoints").as_uri(),
+                "savepoint-dir": (settings.home / "savepoints").as_uri(),
+            }
+        }
+    return _deep_merge(config, local)
+
+
+def build(settings: StackSettings) -> Path:
+    """Create or refresh ``<home>/flink``; idempotent. Returns the Flink home path."""
+    wheel = wheel_home()
+    downloads = settings.downloads
+    needed = {
+        "flink-lib": "flink-sql-connector-kafka-*.jar",
+        "flink-opt": "flink-sql-gateway-*.jar",
+        "flink-s3-plugin": "flink-s3-fs-hadoop-*.jar",
+        "hadoop": "hadoop-common-*.jar",
+    }
+    for folder, pattern in needed.items():
+        if not list((downloads / folder).glob(pattern)):
+            raise FlinkHomeError(f"{downloads / folder} has no {pattern}; run `python -m stack setup` first")
+
+    home = settings.flink_home
+    home.mkdir(parents=True, exist_ok=True)
+    # bin/ is copied, not linked: config.sh derives FLINK_HOME from the script's real location.
+    if (home / "bin").is_symlink():
+        (home / "bin").unlink()
+    shutil.copytree(wheel / "bin", home / "bin", dirs_exist_ok=True)
+    for script in (home / "bin").iterdir():
+        script.chmod(0o755)
+    _link_all(wheel / "lib", home / "lib")
+    _link_all(downloads / "flink-lib", home / "lib")
+    _link_all(wheel / "opt", home / "opt")
+    _link_all(downloads / "flink-opt", home / "opt")
+    _link_all(wheel / "plugins", home / "plugins")
+    _link_all(downloads / "flink-s3-plugin", home / "plugins" / "s3-fs-hadoop")
+    (home / "log").mkdir(exist_ok=True)
+    (settings.home / "flink-tmp").mkdir(parents=True, exist_ok=True)
+
+    conf = home / "conf"
+    conf.mkdir(exist_ok=True)
+    for name in ("log4j.properties", "log4j-cli.properties", "log4j-console.properties",
+                 "log4j-session.properties", "logback.xml", "logback-console.xml", "logback-session.xml"):
+        source = FLINK_CONF_SOURCE / name if (FLINK_CONF_SOURCE / name).exists() else wheel / "conf" / name
+        shutil.copyfile(source, conf / name)
+    (conf / "config.yaml").write_text(
+        "# Rendered by stack/flink_home.py from flink-conf/; edit those files, not this one.\n"
+        + yaml.safe_dump(render_config(settings), sort_keys=True, width=10_000)
+    )
+    (conf / "masters").write_text(f"{settings.host}:{settings.flink_rest_port}\n")
+    (conf / "workers").write_text(f"{settings.host}\n")
+    return home
+
+
+def hadoop_classpath(settings: StackSettings) -> str:
+    return str(settings.downloads / "hadoop" / "*")
+
+
+def environment(settings: StackSettings) -> dict[str, str]:
+    """Variables that make PyFlink, `flink` and `sql-client.sh` use the project's Flink home."""
+    home = settings.flink_home
+    return {
+        "FLINK_HOME": str(home),
+        "FLINK_CONF_DIR": str(home / "conf"),
+        "FLINK_PLUGINS_DIR": str(home / "plugins"),
+        "HADOOP_CLASSPATH": hadoop_classpath(settings),
+        "PYFLINK_CLIENT_EXECUTABLE": sys.executable,
+    }
+
+
+def activate(settings: StackSettings) -> None:
+    """Point this process (and the JVM PyFlink launches) at the project's Flink home.
+
+    Must run before the first PyFlink environment is created. Raises FlinkHomeError when the
+    home was never built.
+    """
+    build(settings)  # cheap when up to date; re-renders conf for the current settings
+    os.environ.update(environment(settings))
