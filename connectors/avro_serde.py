@@ -1,0 +1,128 @@
+"""Avro schemas kept in this repo and schemaless Avro (de)serialisation.
+
+Records travel as *schemaless* Avro binary (no container header, no registry prefix): exactly what
+Flink's ``'format' = 'avro'`` reads and writes. The writer schema is identified by the Kafka header
+``vigil.schema`` (``<full name>@<fingerprint>``) and, for any topic, by the schema store
+(connectors/schema_store.py).
+
+Schemas carry three record-level attributes that tell later stages what each column means:
+``vigil.entity`` (the id column, also the Kafka key), ``vigil.time`` (event time) and
+``vigil.label`` (optional failure label). Every other numeric column is a feature.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+from importlib import resources
+from typing import Any
+
+import fastavro
+
+from connectors.errors import DecodeError, SchemaError
+
+SCHEMA_HEADER = "vigil.schema"
+TELEMETRY_SCHEMA_NAME = "telemetry-v1"
+NUMERIC_TYPES = {"double", "float", "int", "long"}
+
+
+def load_schema(name: str = TELEMETRY_SCHEMA_NAME) -> dict[str, Any]:
+    """Load ``connectors/schemas/<name>.avsc`` as a plain dict (validated by fastavro)."""
+    try:
+        text = resources.files("connectors").joinpath("schemas", f"{name}.avsc").read_text()
+    except FileNotFoundError as exc:
+        raise SchemaError(f"no schema named {name!r} in connectors/schemas/") from exc
+    schema = json.loads(text)
+    validate_schema(schema)
+    return schema
+
+
+def validate_schema(schema: dict[str, Any]) -> None:
+    """Raise SchemaError unless ``schema`` is a valid Avro record schema."""
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        raise SchemaError("an Avro schema of type 'record' is required")
+    try:
+        fastavro.parse_schema(copy.deepcopy(schema))
+    except Exception as exc:  # fastavro raises several exception types
+        raise SchemaError(f"invalid Avro schema {schema.get('name')!r}: {exc}") from exc
+
+
+def fingerprint(schema: dict[str, Any]) -> str:
+    """Short, stable fingerprint of the schema's canonical form (first 16 hex of its SHA-256)."""
+    canonical = fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(copy.deepcopy(schema)))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def schema_id(schema: dict[str, Any]) -> str:
+    """The value of the ``vigil.schema`` header: ``<namespace.name>@<fingerprint>``."""
+    full = ".".join(p for p in (schema.get("namespace"), schema["name"]) if p)
+    return f"{full}@{fingerprint(schema)}"
+
+
+def field_type(field: dict[str, Any]) -> tuple[str, bool, str | None]:
+    """(base type, nullable, logicalType) of an Avro field with a primitive or ["null", T] type."""
+    t = field["type"]
+    nullable = False
+    if isinstance(t, list):
+        non_null = [x for x in t if x != "null"]
+        if len(non_null) != 1:
+            raise SchemaError(f"field {field['name']!r}: only [\"null\", T] unions are supported")
+        nullable = "null" in t
+        t = non_null[0]
+    if isinstance(t, dict):
+        return t["type"], nullable, t.get("logicalType")
+    return t, nullable, None
+
+
+def roles(schema: dict[str, Any]) -> dict[str, str | None]:
+    """The entity, time and label column names declared on the schema (None where absent)."""
+    return {r: schema.get(f"vigil.{r}") for r in ("entity", "time", "label")}
+
+
+def feature_columns(schema: dict[str, Any]) -> list[str]:
+    """Numeric columns in schema order, leaving out the entity, time and label columns."""
+    special = {v for v in roles(schema).values() if v}
+    out = []
+    for field in schema["fields"]:
+        base, _, logical = field_type(field)
+        if field["name"] not in special and base in NUMERIC_TYPES and logical is None:
+            out.append(field["name"])
+    return out
+
+
+class AvroSerializer:
+    """dict -> schemaless Avro bytes for one schema. Raises ValueError naming the bad field."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+        self._parsed = fastavro.parse_schema(copy.deepcopy(schema))
+
+    def __call__(self, record: dict[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        try:
+            fastavro.schemaless_writer(buf, self._parsed, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"record does not match schema {self.schema['name']}: {exc}") from exc
+        return buf.getvalue()
+
+
+class AvroDeserializer:
+    """Schemaless Avro bytes -> dict. Raises DecodeError for truncated, garbage or trailing bytes."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+        self._parsed = fastavro.parse_schema(copy.deepcopy(schema))
+
+    def __call__(self, payload: bytes) -> dict[str, Any]:
+        buf = io.BytesIO(payload)
+        try:
+            record = fastavro.schemaless_reader(buf, self._parsed, None)
+        except Exception as exc:  # EOFError, UnicodeDecodeError, IndexError, ... all mean "not this schema"
+            raise DecodeError(f"cannot decode {len(payload)} bytes as {self.schema['name']}: {exc!r}") from exc
+        if buf.tell() != len(payload):
+            raise DecodeError(
+                f"{len(payload) - buf.tell()} trailing bytes after a {self.schema['name']} record "
+                f"(wrong schema version?)"
+            )
+        return record

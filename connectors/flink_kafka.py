@@ -1,0 +1,195 @@
+"""Flink's Kafka connector, declared for both APIs: Table descriptors and DataStream builders.
+
+Avro topics are read with Flink's ``avro`` format, whose columns are derived from the topic's Avro
+schema (connectors/schemas or the schema store): field order and nullability must match the
+writer's schema exactly, because schemaless Avro carries no field names. Every source table also
+exposes the Kafka partition, offset and timestamp as metadata columns, so errors can point at the
+exact record they came from.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pyflink.common import Types, WatermarkStrategy
+from pyflink.common.serialization import SimpleStringSchema
+from pyflink.datastream.connectors.base import DeliveryGuarantee
+from pyflink.datastream.connectors.kafka import (
+    KafkaOffsetsInitializer,
+    KafkaRecordSerializationSchema,
+    KafkaSink,
+    KafkaSource,
+)
+from pyflink.java_gateway import get_gateway
+from pyflink.table import DataTypes, Schema, TableDescriptor
+from pyflink.table.types import DataType
+
+from connectors.avro_serde import field_type, roles
+from connectors.errors import SchemaError
+
+SOURCE_METADATA = {
+    "kafka_partition": ("INT", "partition"),
+    "kafka_offset": ("BIGINT", "offset"),
+    "kafka_timestamp": ("TIMESTAMP_LTZ(3)", "timestamp"),
+}
+
+_PRIMITIVES: dict[tuple[str, str | None], DataType] = {
+    ("string", None): DataTypes.STRING(),
+    ("double", None): DataTypes.DOUBLE(),
+    ("float", None): DataTypes.FLOAT(),
+    ("int", None): DataTypes.INT(),
+    ("long", None): DataTypes.BIGINT(),
+    ("boolean", None): DataTypes.BOOLEAN(),
+    ("bytes", None): DataTypes.BYTES(),
+    ("long", "timestamp-millis"): DataTypes.TIMESTAMP(3),
+}
+
+
+def flink_type(field: dict[str, Any]) -> DataType:
+    """The Flink SQL type Flink's Avro format maps to this Avro field (nullability included)."""
+    base, nullable, logical = field_type(field)
+    try:
+        dtype = _PRIMITIVES[(base, logical)]
+    except KeyError:
+        raise SchemaError(f"field {field['name']!r}: Avro type {base}/{logical} is not supported") from None
+    return dtype.nullable() if nullable else dtype.not_null()
+
+
+def physical_columns(avro_schema: dict[str, Any]) -> list[tuple[str, DataType]]:
+    return [(f["name"], flink_type(f)) for f in avro_schema["fields"]]
+
+
+def table_schema(avro_schema: dict[str, Any], *, metadata: bool = True,
+                 watermark_delay: str | None = "5 SECOND") -> Schema:
+    """A Flink table schema for an Avro topic, with Kafka metadata and an event-time watermark."""
+    builder = Schema.new_builder()
+    for name, dtype in physical_columns(avro_schema):
+        builder.column(name, dtype)
+    if metadata:
+        for name, (sql_type, key) in SOURCE_METADATA.items():
+            builder.column_by_metadata(name, sql_type, key, True)
+    time_col = roles(avro_schema)["time"]
+    if watermark_delay and time_col:
+        amount, unit = watermark_delay.split()
+        builder.watermark(time_col, f"`{time_col}` - INTERVAL '{amount}' {unit}")
+    return builder.build()
+
+
+def _kafka_common(descriptor: TableDescriptor.Builder, topic: str, bootstrap: str) -> TableDescriptor.Builder:
+    return descriptor.option("topic", topic).option("properties.bootstrap.servers", bootstrap)
+
+
+def avro_source(topic: str, bootstrap: str, avro_schema: dict[str, Any], *, group_id: str,
+                bounded: bool = False, start: str = "earliest-offset",
+                watermark_delay: str | None = "5 SECOND") -> TableDescriptor:
+    """Kafka source table of schemaless Avro records.
+
+    ``bounded=True`` stops at the offsets that were latest when the job started (batch-style
+    reads for tests, demos and training); otherwise the table is unbounded.
+    """
+    builder = _kafka_common(TableDescriptor.for_connector("kafka"), topic, bootstrap)
+    builder = (builder.schema(table_schema(avro_schema, watermark_delay=watermark_delay))
+               .format("avro")
+               .option("properties.group.id", group_id)
+               .option("properties.isolation.level", "read_committed")
+               .option("scan.startup.mode", start))
+    if bounded:
+        builder = builder.option("scan.bounded.mode", "latest-offset")
+    return builder.build()
+
+
+def raw_source(topic: str, bootstrap: str, *, group_id: str, bounded: bool = False,
+               start: str = "earliest-offset") -> TableDescriptor:
+    """Kafka source table of raw values (``payload BYTES``) plus key and Kafka metadata.
+
+    Used where undecodable records must survive as data (dead letters) instead of failing the job.
+    """
+    schema = Schema.new_builder().column("record_key", DataTypes.BYTES()).column("payload", DataTypes.BYTES())
+    for name, (sql_type, key) in SOURCE_METADATA.items():
+        schema.column_by_metadata(name, sql_type, key, True)
+    builder = (_kafka_common(TableDescriptor.for_connector("kafka"), topic, bootstrap)
+               .schema(schema.build())
+               .option("key.format", "raw").option("key.fields", "record_key")
+               .option("value.format", "raw").option("value.fields-include", "EXCEPT_KEY")
+               .option("properties.group.id", group_id)
+               .option("properties.isolation.level", "read_committed")
+               .option("scan.startup.mode", start))
+    if bounded:
+        builder = builder.option("scan.bounded.mode", "latest-offset")
+    return builder.build()
+
+
+def json_sink(topic: str, bootstrap: str, schema: Schema, *, key_field: str | None = None,
+              exactly_once: bool = False, transactional_prefix: str | None = None) -> TableDescriptor:
+    """Kafka sink table writing JSON; exactly-once (transactions, needs checkpointing) on request."""
+    builder = (_kafka_common(TableDescriptor.for_connector("kafka"), topic, bootstrap)
+               .schema(schema)
+               .option("value.format", "json")
+               .option("value.json.timestamp-format.standard", "ISO-8601"))
+    if key_field:
+        builder = (builder.option("key.format", "raw").option("key.fields", key_field)
+                   .option("value.fields-include", "ALL"))
+    if exactly_once:
+        builder = (builder.option("sink.delivery-guarantee", "exactly-once")
+                   .option("sink.transactional-id-prefix", transactional_prefix or f"vigil-{topic}")
+                   .option("properties.transaction.timeout.ms", "900000"))
+    else:
+        builder = builder.option("sink.delivery-guarantee", "at-least-once")
+    return builder.build()
+
+
+# --- DataStream API -----------------------------------------------------------------------------
+
+def _offsets(start: str) -> KafkaOffsetsInitializer:
+    if start in ("earliest", "earliest-offset"):
+        return KafkaOffsetsInitializer.earliest()
+    if start in ("latest", "latest-offset"):
+        return KafkaOffsetsInitializer.latest()
+    if start in ("committed", "group-offsets"):
+        return KafkaOffsetsInitializer.committed_offsets()
+    raise ValueError(f"unknown start position {start!r}; use earliest, latest or committed")
+
+
+def bytes_stream_source(topic: str, bootstrap: str, *, group_id: str, bounded: bool = False,
+                        start: str = "earliest") -> KafkaSource:
+    """DataStream KafkaSource yielding each record's value as ``bytes`` (decode it in Python).
+
+    PyFlink has no byte-array DeserializationSchema, so the Java builder gets Kafka's
+    ByteArrayDeserializer (shaded inside the SQL connector jar) directly. Use
+    ``bytes_type_info()`` as the stream's type.
+    """
+    jvm = get_gateway().jvm
+    deserializer_class = jvm.java.lang.Class.forName(
+        "org.apache.flink.kafka.shaded.org.apache.kafka.common.serialization.ByteArrayDeserializer",
+        True, jvm.Thread.currentThread().getContextClassLoader())
+    j_deserializer = (jvm.org.apache.flink.connector.kafka.source.reader.deserializer
+                      .KafkaRecordDeserializationSchema.valueOnly(deserializer_class))
+    builder = (KafkaSource.builder().set_bootstrap_servers(bootstrap).set_topics(topic)
+               .set_group_id(group_id).set_starting_offsets(_offsets(start))
+               .set_property("isolation.level", "read_committed"))
+    builder._j_builder.setDeserializer(j_deserializer)
+    if bounded:
+        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
+    return builder.build()
+
+
+def bytes_type_info() -> Any:
+    return Types.PRIMITIVE_ARRAY(Types.BYTE())
+
+
+def string_stream_sink(topic: str, bootstrap: str, *, exactly_once: bool = False,
+                       transactional_prefix: str | None = None) -> KafkaSink:
+    """DataStream KafkaSink for ``str`` records (JSON lines)."""
+    serializer = (KafkaRecordSerializationSchema.builder().set_topic(topic)
+                  .set_value_serialization_schema(SimpleStringSchema()).build())
+    builder = KafkaSink.builder().set_bootstrap_servers(bootstrap).set_record_serializer(serializer)
+    if exactly_once:
+        builder = (builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+                   .set_transactional_id_prefix(transactional_prefix or f"vigil-{topic}")
+                   .set_property("transaction.timeout.ms", "900000"))
+    else:
+        builder = builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+    return builder.build()
+
+
+def no_watermarks() -> WatermarkStrategy:
+    return WatermarkStrategy.no_watermarks()

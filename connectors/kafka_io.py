@@ -1,0 +1,161 @@
+"""Plain-Python Kafka clients (confluent-kafka) for producers and tools outside Flink.
+
+Flink jobs use Flink's own Kafka connector (connectors/flink_kafka.py); this module serves the
+simulator, replay, the schema store, the topic tools and the tests.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connectors.avro_serde import SCHEMA_HEADER, AvroSerializer, schema_id
+from connectors.errors import BrokerUnavailable, ConnectorError
+
+_QUIET = {"log_level": 0}  # errors surface as exceptions here, not as librdkafka log spam
+
+
+def check_broker(bootstrap: str, timeout: float = 5.0) -> None:
+    """Raise BrokerUnavailable, naming the address, unless a broker answers within ``timeout``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"no Kafka broker answers at {bootstrap} (waited {timeout:.0f}s). "
+            f"Start the local one with `make up` or set --bootstrap-servers."
+        ) from exc
+
+
+@dataclass
+class DeliveryStats:
+    """Counts of records handed to the producer and confirmed (or refused) by the broker."""
+
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class AvroProducer:
+    """Produce dicts as schemaless Avro to one topic, tagging each record with the schema header.
+
+    Delivery is confirmed per record (acks=all, idempotent). ``close()`` flushes and raises
+    ConnectorError if any record was not delivered, so nothing is lost silently.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, schema: dict[str, Any], *, linger_ms: int = 20,
+                 extra_config: dict[str, Any] | None = None) -> None:
+        self.topic = topic
+        self.serialize = AvroSerializer(schema)
+        self._headers = [(SCHEMA_HEADER, schema_id(schema).encode())]
+        self.stats = DeliveryStats()
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+            **_QUIET,
+            **(extra_config or {}),
+        })
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is None:
+            self.stats.delivered += 1
+        else:
+            self.stats.failed += 1
+            if len(self.stats.errors) < 10:
+                self.stats.errors.append(str(err))
+
+    def send(self, record: dict[str, Any], key: str | None = None, timestamp_ms: int | None = None) -> None:
+        value = self.serialize(record)
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic, value=value, key=key.encode() if key is not None else None,
+                    timestamp=timestamp_ms or 0, headers=self._headers, on_delivery=self._on_delivery,
+                )
+                break
+            except BufferError:  # local queue full: let the broker catch up
+                self._producer.poll(0.1)
+        self.stats.sent += 1
+        self._producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> int:
+        """Wait for outstanding deliveries; returns the number still undelivered."""
+        return self._producer.flush(timeout)
+
+    def close(self, timeout: float = 60.0) -> DeliveryStats:
+        left = self.flush(timeout)
+        if left or self.stats.failed:
+            raise ConnectorError(
+                f"{self.stats.failed + left} of {self.stats.sent} records to {self.topic!r} were not delivered "
+                f"({self.stats.delivered} were); first errors: {self.stats.errors or ['flush timed out']}"
+            )
+        return self.stats
+
+    def __enter__(self) -> AvroProducer:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.flush(10)
+
+
+def end_offsets(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """{partition: (low, high)} watermarks of a topic."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "vigil-offsets", **_QUIET})
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout)
+        tmeta = meta.topics.get(topic)
+        if tmeta is None or tmeta.error is not None:
+            raise ConnectorError(f"topic {topic!r} does not exist on {bootstrap}")
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+                for p in sorted(tmeta.partitions)}
+    finally:
+        consumer.close()
+
+
+def read_all(bootstrap: str, topic: str, *, timeout: float = 30.0, isolation: str = "read_committed",
+             ) -> Iterator[Any]:
+    """Yield every message currently in ``topic`` (all partitions, from the start) and stop.
+
+    Bounded: stops once each partition reached the end offset it had at call time, or raises
+    ConnectorError after ``timeout`` seconds without reaching it.
+    """
+    import time
+
+    targets = {p: high for p, (low, high) in end_offsets(bootstrap, topic).items() if high > low}
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"vigil-read-all-{time.time_ns()}",
+        "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": isolation,
+        **_QUIET,
+    })
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in targets])
+        position = dict.fromkeys(targets, -1)
+        deadline = time.monotonic() + timeout
+        while any(position[p] + 1 < targets[p] for p in targets):
+            if time.monotonic() > deadline:
+                raise ConnectorError(f"reading {topic!r} timed out at {position} (targets {targets})")
+            for msg in consumer.consume(num_messages=5000, timeout=0.5):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise ConnectorError(f"error reading {topic!r}: {msg.error()}")
+                position[msg.partition()] = msg.offset()
+                yield msg
+            # With read_committed, aborted records and transaction markers never arrive: jump
+            # past them by asking where the consumer stands.
+            for tp in consumer.position([TopicPartition(topic, p) for p in targets]):
+                if tp.offset >= 0:
+                    position[tp.partition] = max(position[tp.partition], tp.offset - 1)
+    finally:
+        consumer.close()

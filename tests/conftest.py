@@ -1,0 +1,67 @@
+"""Shared fixtures: the real local services, started once per session and never faked.
+
+A service that cannot be started fails the tests that need it (pytest.fail); nothing is skipped.
+Each test gets its own topic names, so tests never see each other's records.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from stack import flink_home
+from stack.services import KafkaBroker, S3Server, ServiceError
+from stack.settings import StackSettings
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> StackSettings:
+    return StackSettings.from_env()
+
+
+def _start(service) -> None:
+    try:
+        service.start()
+    except ServiceError as exc:
+        pytest.fail(f"{service.name} could not be started for the tests: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack_settings: StackSettings) -> str:
+    """Bootstrap address of the real local Kafka broker (started if not running)."""
+    _start(KafkaBroker(stack_settings))
+    return stack_settings.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def s3_settings(stack_settings: StackSettings) -> StackSettings:
+    """Settings of the real local S3 server (s3proxy, started if not running) with its bucket."""
+    _start(S3Server(stack_settings))
+    return stack_settings
+
+
+@pytest.fixture(scope="session")
+def flink_activated(stack_settings: StackSettings) -> StackSettings:
+    """Point PyFlink at the project's Flink home (with the Kafka connector jars)."""
+    try:
+        flink_home.activate(stack_settings)
+    except flink_home.FlinkHomeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return stack_settings
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Callable[..., str]:
+    """Factory: ``new_topic("in", partitions=3)`` creates a topic unique to this test."""
+    from connectors.topics import create_topic
+
+    base = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:60].strip("-")
+
+    def make(suffix: str = "t", partitions: int = 3) -> str:
+        name = f"test.{base}.{suffix}.{uuid.uuid4().hex[:8]}"
+        create_topic(kafka_bootstrap, name, partitions=partitions)
+        return name
+
+    return make
