@@ -3,6 +3,7 @@
     python -m connectors.topics create telemetry --partitions 3
     python -m connectors.topics describe telemetry
     python -m connectors.topics list
+    python -m connectors.topics peek telemetry.enriched --count 3
 """
 from __future__ import annotations
 
@@ -83,6 +84,50 @@ def describe_topic(bootstrap: str, name: str) -> TopicInfo:
     return TopicInfo(name, parts, config)
 
 
+def peek(bootstrap: str, name: str, count: int = 5) -> list[str]:
+    """The last ``count`` records of each partition of ``name``, decoded for reading.
+
+    Avro topics are decoded with the schema registered in the schema store; other values are
+    shown as JSON text when they are UTF-8, else as a byte count.
+    """
+    import json
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from connectors import schema_store
+    from connectors.avro_serde import AvroDeserializer
+
+    schema = schema_store.lookup(bootstrap, name)
+    decode = AvroDeserializer(schema) if schema else None
+    marks = end_offsets(bootstrap, name)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "vigil-peek",
+                         "enable.auto.commit": False, **_QUIET})
+    lines: list[str] = []
+    try:
+        wanted = {p: max(low, high - count) for p, (low, high) in marks.items() if high > low}
+        consumer.assign([TopicPartition(name, p, off) for p, off in wanted.items()])
+        remaining = sum(marks[p][1] - off for p, off in wanted.items())
+        for _ in range(20):
+            if remaining <= 0:
+                break
+            for msg in consumer.consume(num_messages=remaining, timeout=1.0):
+                if msg.error():
+                    continue
+                remaining -= 1
+                value = msg.value() or b""
+                if decode is not None:
+                    text = json.dumps(decode(value), default=str)
+                else:
+                    try:
+                        text = value.decode()
+                    except UnicodeDecodeError:
+                        text = f"<{len(value)} bytes>"
+                lines.append(f"[p{msg.partition()}@{msg.offset()}] key={msg.key()!r} {text}")
+    finally:
+        consumer.close()
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     from stack.settings import StackSettings
 
@@ -99,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     delete = sub.add_parser("delete")
     delete.add_argument("name")
     sub.add_parser("list")
+    peek_cmd = sub.add_parser("peek", help="print the last records of each partition")
+    peek_cmd.add_argument("name")
+    peek_cmd.add_argument("--count", type=int, default=3)
     args = parser.parse_args(argv)
     try:
         if args.command == "create":
@@ -115,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "delete":
             delete_topic(args.bootstrap_servers, args.name)
             print(f"{args.name}: deleted")
+        elif args.command == "peek":
+            print("\n".join(peek(args.bootstrap_servers, args.name, args.count)))
         else:
             print("\n".join(list_topics(args.bootstrap_servers)))
     except (ConnectorError, ValueError) as exc:

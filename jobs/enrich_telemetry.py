@@ -14,7 +14,7 @@ import sys
 import time
 
 from pydantic import BaseModel, Field
-from pyflink.table import EnvironmentSettings, Schema, Table, TableEnvironment
+from pyflink.table import Schema, Table
 from pyflink.table.expressions import call_sql, col
 
 from connectors import flink_kafka, schema_store
@@ -22,6 +22,7 @@ from connectors.avro_serde import roles
 from connectors.errors import ConnectorError
 from connectors.kafka_io import check_broker
 from connectors.topics import create_topic
+from jobs.flink_env import table_environment
 from stack import flink_home
 from stack.settings import StackSettings
 
@@ -101,10 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
-    t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
-    config = t_env.get_config()
-    config.set("parallelism.default", str(settings.parallelism))
-    config.set("pipeline.name", f"vigil-enrich-telemetry:{settings.input_topic}")
+    t_env = table_environment(parallelism__default=settings.parallelism,
+                              pipeline__name=f"vigil-enrich-telemetry:{settings.input_topic}")
 
     events = t_env.from_descriptor(flink_kafka.avro_source(
         settings.input_topic, settings.bootstrap_servers, avro_schema,

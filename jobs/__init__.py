@@ -1,0 +1,1 @@
+"""What runs: Vigil jobs (Flink jobs and the plain-Python producers that feed them)."""

@@ -1,0 +1,76 @@
+"""The service manager against real processes: a second broker on other ports, start/stop, errors."""
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+
+from stack.services import KafkaBroker, Service, ServiceError, port_open
+from stack.settings import StackSettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.kafka
+def test_broker_on_configured_ports_starts_is_reused_and_stops(tmp_path, stack_settings: StackSettings):
+    settings = stack_settings.model_copy(update={
+        "home": tmp_path, "kafka_port": free_port(), "kafka_controller_port": free_port()})
+    (tmp_path / "downloads").symlink_to(stack_settings.downloads)
+    broker = KafkaBroker(settings)
+    try:
+        assert broker.start() == "started"
+        assert broker.probe()
+        assert broker.start() == "reused"
+        assert (tmp_path / "kafka" / "data" / "meta.properties").exists()
+    finally:
+        assert broker.stop() is True
+    assert not port_open("127.0.0.1", settings.kafka_port)
+    assert broker.stop() is False
+
+
+class _Crashing(Service):
+    name = "crashing"
+
+    @property
+    def address(self) -> str:
+        return "nowhere"
+
+    @property
+    def ports(self) -> list[int]:
+        return []
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", "print('boom: bad config line 3'); raise SystemExit(3)"]
+
+    def probe(self) -> bool:
+        return False
+
+
+def test_a_service_that_dies_reports_its_log_tail(tmp_path):
+    service = _Crashing(StackSettings(home=tmp_path))
+    with pytest.raises(ServiceError, match="(?s)exited during start-up.*boom: bad config line 3"):
+        service.start(timeout=20)
+
+
+def test_a_port_taken_by_another_program_is_named(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        broker = KafkaBroker(StackSettings(home=tmp_path, kafka_port=port, kafka_controller_port=free_port()))
+        with pytest.raises(ServiceError, match=f"port\\(s\\) \\[{port}\\]"):
+            broker.start(timeout=5)
+
+
+def test_settings_come_from_the_environment(tmp_path):
+    settings = StackSettings.from_env({"VIGIL_HOME": str(tmp_path), "VIGIL_KAFKA_PORT": "19092"})
+    assert settings.bootstrap_servers == "127.0.0.1:19092"
+    assert settings.downloads == tmp_path / "downloads"
+    with pytest.raises(ValueError):
+        StackSettings.from_env({"VIGIL_KAFKA_PORT": "99999"})
+    assert "vigil-local-secret" not in repr(StackSettings())
