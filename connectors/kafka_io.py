@@ -159,3 +159,94 @@ def read_all(bootstrap: str, topic: str, *, timeout: float = 30.0, isolation: st
                     position[tp.partition] = max(position[tp.partition], tp.offset - 1)
     finally:
         consumer.close()
+
+
+@dataclass(frozen=True)
+class PartitionRange:
+    """Offsets ``[start, end)`` of one partition: what a reader consumed (lineage)."""
+
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def count(self) -> int:
+        return max(0, self.end - self.start)
+
+
+def plan_ranges(bootstrap: str, topic: str, *, start_ms: int | None = None, end_ms: int | None = None,
+                start_offsets: dict[int, int] | None = None, end_offsets_: dict[int, int] | None = None,
+                timeout: float = 10.0) -> list[PartitionRange]:
+    """Resolve a time or offset range into per-partition offset ranges, for every partition.
+
+    Defaults: from the earliest retained offset to the end offset as of now. Timestamps are Kafka
+    record timestamps in epoch milliseconds (the producers set them to the event time).
+    """
+    marks = end_offsets(bootstrap, topic, timeout)
+    starts = {p: low for p, (low, _) in marks.items()}
+    ends = {p: high for p, (_, high) in marks.items()}
+    if start_ms is not None or end_ms is not None:
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "vigil-plan", **_QUIET})
+        try:
+            for bound, target in ((start_ms, starts), (end_ms, ends)):
+                if bound is None:
+                    continue
+                found = consumer.offsets_for_times([TopicPartition(topic, p, bound) for p in marks], timeout=timeout)
+                for tp in found:
+                    # -1: no record at or after the timestamp -> the partition's end
+                    target[tp.partition] = marks[tp.partition][1] if tp.offset < 0 else tp.offset
+        finally:
+            consumer.close()
+    for given, target in ((start_offsets, starts), (end_offsets_, ends)):
+        for p, off in (given or {}).items():
+            if p not in marks:
+                raise ConnectorError(f"topic {topic!r} has no partition {p} (it has {sorted(marks)})")
+            low, high = marks[p]
+            if not low <= off <= high:
+                raise ConnectorError(f"offset {off} is outside partition {p}'s retained range {low}..{high}")
+            target[p] = off
+    return [PartitionRange(p, starts[p], max(starts[p], ends[p])) for p in sorted(marks)]
+
+
+def consume_ranges(bootstrap: str, topic: str, ranges: list[PartitionRange], *, timeout: float = 60.0,
+                   progress: Any = None) -> Iterator[Any]:
+    """Yield every message of ``ranges`` (committed records only); bounded by ``timeout`` of silence.
+
+    ``progress`` is an optional callable taking the number of messages just read (e.g. tqdm.update).
+    """
+    import time
+
+    todo = {r.partition: r for r in ranges if r.count > 0}
+    if not todo:
+        return
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"vigil-range-{time.time_ns()}",
+        "enable.auto.commit": False, "isolation.level": "read_committed", **_QUIET,
+    })
+    try:
+        consumer.assign([TopicPartition(topic, r.partition, r.start) for r in todo.values()])
+        quiet_since = time.monotonic()
+        while todo:
+            batch = consumer.consume(num_messages=10_000, timeout=0.5)
+            read = 0
+            for msg in batch:
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise ConnectorError(f"error reading {topic!r}: {msg.error()}")
+                r = todo.get(msg.partition())
+                if r is None or msg.offset() >= r.end:
+                    continue
+                read += 1
+                yield msg
+            if progress is not None and read:
+                progress(read)
+            if read:
+                quiet_since = time.monotonic()
+            for tp in consumer.position([TopicPartition(topic, p) for p in list(todo)]):
+                if tp.offset >= todo[tp.partition].end:
+                    del todo[tp.partition]
+            if todo and time.monotonic() - quiet_since > timeout:
+                raise ConnectorError(f"reading {topic!r} stalled for {timeout:.0f}s before reaching {list(todo.values())}")
+    finally:
+        consumer.close()

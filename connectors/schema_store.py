@@ -57,3 +57,4 @@ def require(bootstrap: str, topic: str) -> dict[str, Any]:
             f"jobs.simulate_fleet or jobs.replay_file, which register the schema they write"
         )
     return schema
+

@@ -1,0 +1,42 @@
+"""A small model trained once per session on simulated readings, published to a local store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from connectors.avro_serde import load_schema, roles
+from connectors.model_store import ModelStore
+from jobs import simulate_fleet
+from jobs.train_autoencoder import TrainSettings, library_versions, new_version, train
+from udfs.feature_set import FeatureSet
+
+
+def simulated_frame(events: int = 6000, seed: int = 7, failure_rate: float = 0.03) -> pd.DataFrame:
+    settings = simulate_fleet.FleetSettings(vehicles=10, events=events, seed=seed, failure_rate=failure_rate)
+    return pd.DataFrame(list(simulate_fleet.generate(settings)))
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    """(store uri, manifest) of a quickly trained model; the store's LATEST points at it."""
+    schema = load_schema()
+    frame = simulated_frame()
+    settings = TrainSettings(bootstrap_servers="unused:0", model_store="unused", epochs=12, quiet=True,
+                             min_rows=100)
+    work = tmp_path_factory.mktemp("train")
+    fields, model = train(frame, FeatureSet.from_schema(schema), roles(schema)["label"], roles(schema)["time"],
+                          settings, work)
+    model.save(work / "model.keras")
+    manifest = {"version": new_version(), "created_at": "2026-01-01T00:00:00+00:00",
+                "model": {"kind": "dense_autoencoder", "hidden": settings.hidden, "file": "model.keras"},
+                **fields, "training": {"sources": {"test": True}}, "libraries": library_versions()}
+    store_dir = tmp_path_factory.mktemp("models")
+    ModelStore(str(store_dir)).publish(work, manifest)
+    return str(store_dir), ModelStore(str(store_dir)).manifest()
+
+
+@pytest.fixture
+def model_dir(trained_model) -> Path:
+    return Path(trained_model[0])

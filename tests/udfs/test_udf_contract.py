@@ -1,0 +1,54 @@
+"""The contract every UDF in udfs/ passes: pickles before open, length in == length out, defined NaN/inf."""
+from __future__ import annotations
+
+import pickle
+
+import cloudpickle
+import numpy as np
+import pandas as pd
+import pytest
+
+from udfs.anomaly_score import AnomalyScore
+
+
+def all_udfs(uri: str) -> list:
+    return [AnomalyScore(uri), AnomalyScore(uri, engine="tf"), AnomalyScore(uri, engine="numpy")]
+
+
+@pytest.fixture
+def udf_cases(trained_model):
+    uri, manifest = trained_model
+    return [(fn, len(manifest["features"]["names"])) for fn in all_udfs(uri)]
+
+
+def test_pickles_before_open(udf_cases):
+    for fn, _ in udf_cases:
+        clone = pickle.loads(cloudpickle.dumps(fn))
+        assert clone.model_uri == fn.model_uri
+
+
+@pytest.mark.parametrize("rows", [1, 7, 1000])
+def test_length_in_equals_length_out(udf_cases, rows):
+    rng = np.random.default_rng(rows)
+    for fn, n in udf_cases:
+        fn.open(None)
+        out = fn.eval(*[pd.Series(rng.normal(size=rows) * 10 + 50) for _ in range(n)])
+        assert len(out) == rows
+
+
+def test_nan_inf_and_null_give_null_scores_not_crashes(udf_cases):
+    for fn, n in udf_cases:
+        fn.open(None)
+        cols = [pd.Series([1.0, np.nan, np.inf, -np.inf, None, 2.0], dtype="float64") for _ in range(n)]
+        cols[0] = pd.Series([1.0, 1.0, 1.0, 1.0, 1.0, np.nan])
+        out = fn.eval(*cols)
+        assert len(out) == 6
+        assert out["score"].notna().tolist() == [True, False, False, False, False, False]
+        assert out["is_anomaly"].isna().tolist() == [False, True, True, True, True, True]
+        assert out["model_version"].notna().all()
+
+
+def test_empty_batch(udf_cases):
+    for fn, n in udf_cases:
+        fn.open(None)
+        assert len(fn.eval(*[pd.Series([], dtype="float64") for _ in range(n)])) == 0

@@ -1,0 +1,195 @@
+"""ANOMALY(...): the autoencoder's reconstruction error as a vectorized (pandas) Flink UDF.
+
+Returns one row per input row: ``score`` (higher = more anomalous; null when any feature is
+null, NaN or infinite — such rows are unscorable and the scoring jobs route them to the DLQ),
+``is_anomaly`` (score above the model's calibrated threshold; null when the score is null) and
+``model_version`` (the artifact that produced the score; never null).
+
+The model is loaded once per Python worker in ``open()`` and each Arrow batch is scored with one
+call (numpy matmuls on CPU, one compiled TensorFlow call on GPU). With ``version='latest'`` the
+worker re-reads the store's LATEST pointer every ``refresh_seconds`` and swaps in a newly
+published model between batches, so a running job picks up retrained models without a restart.
+
+Configuration comes from the constructor or, for SQL use where the function is registered by name,
+from job parameters (``pipeline.global-job-parameters``): ``vigil.model.uri``,
+``vigil.model.version``, ``vigil.model.refresh-seconds``, ``vigil.scoring.device``
+(auto | cpu | gpu | gpu:N), ``vigil.scoring.engine`` (auto | numpy | tf) and, for s3:// stores,
+``vigil.s3.endpoint``, ``vigil.s3.access-key``, ``vigil.s3.secret-key``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyflink.table import DataTypes
+from pyflink.table.udf import FunctionContext, ScalarFunction, udf
+
+log = logging.getLogger("vigil.udfs.anomaly_score")
+
+RESULT_TYPE = DataTypes.ROW([
+    DataTypes.FIELD("score", DataTypes.DOUBLE()),
+    DataTypes.FIELD("is_anomaly", DataTypes.BOOLEAN()),
+    DataTypes.FIELD("model_version", DataTypes.STRING()),
+])
+
+_device_logged = False
+
+
+def select_device(requested: str) -> str:
+    """Make TensorFlow use the requested device; returns 'cpu' or 'gpu:N'. Logs the CPU fallback once.
+
+    The GPU index is relative to what the worker sees (CUDA_VISIBLE_DEVICES, set per TaskManager).
+    Memory growth is switched on so several workers can share one GPU.
+    """
+    global _device_logged
+    import tensorflow as tf
+
+    requested = (requested or "auto").lower()
+    if requested not in ("auto", "cpu", "gpu") and not requested.startswith("gpu:"):
+        raise ValueError(f"vigil.scoring.device must be auto, cpu, gpu or gpu:N, got {requested!r}")
+    gpus = tf.config.list_physical_devices("GPU")
+    if requested == "cpu" or not gpus:
+        if not _device_logged:
+            reason = "as requested" if requested == "cpu" else f"no GPU is visible to this worker (asked for {requested})"
+            log.warning("ANOMALY scores on the CPU: %s", reason)
+            _device_logged = True
+        return "cpu"
+    index = int(requested.split(":")[1]) if ":" in requested else 0
+    if index >= len(gpus):
+        raise ValueError(f"vigil.scoring.device={requested} but this worker sees only {len(gpus)} GPU(s)")
+    try:
+        tf.config.set_visible_devices(gpus[index], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[index], True)
+    except RuntimeError:
+        pass  # already initialised by an earlier model in this worker: the setting stands
+    if not _device_logged:
+        log.warning("ANOMALY scores on GPU %d of %d", index, len(gpus))
+        _device_logged = True
+    return f"gpu:{index}"
+
+
+class LoadedModel:
+    """A verified model artifact ready to score: feature set, threshold, scorer, version."""
+
+    def __init__(self, folder: Any, manifest: dict[str, Any], engine: str) -> None:
+        import keras
+
+        from udfs.autoencoder import make_scorer
+        from udfs.feature_set import FeatureSet
+
+        self.manifest = manifest
+        self.version: str = manifest["version"]
+        self.features = FeatureSet.from_dict(manifest["features"])
+        self.threshold = float(manifest["threshold"])
+        model = keras.models.load_model(folder / manifest["model"]["file"], compile=False)
+        self.scorer = make_scorer(model, engine)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Scores for rows of raw feature values; NaN where a row is not finite."""
+        scores = np.full(len(x), np.nan)
+        finite = np.isfinite(x).all(axis=1)
+        if finite.any():
+            scores[finite] = self.scorer.score(self.features.transform(x[finite]))
+        return scores
+
+
+class AnomalyScore(ScalarFunction):
+    """Vectorized scoring UDF; see the module docstring for the contract."""
+
+    def __init__(self, model_uri: str | None = None, version: str | None = None, *, engine: str | None = None,
+                 device: str | None = None, refresh_seconds: float | None = None,
+                 s3: dict[str, str] | None = None) -> None:
+        # Only plain, picklable values here: the function is shipped to the workers before open().
+        self.model_uri = model_uri
+        self.version = version
+        self.engine = engine
+        self.device = device
+        self.refresh_seconds = refresh_seconds
+        self.s3 = s3
+        self._model: LoadedModel | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def open(self, function_context: FunctionContext | None) -> None:
+        param = (lambda key, default: function_context.get_job_parameter(key, default)) if function_context \
+            else (lambda key, default: default)
+        self.model_uri = self.model_uri or param("vigil.model.uri", "")
+        if not self.model_uri:
+            raise ValueError("ANOMALY has no model: pass model_uri or set the job parameter vigil.model.uri")
+        self.version = self.version or param("vigil.model.version", "latest")
+        self.refresh_seconds = float(self.refresh_seconds if self.refresh_seconds is not None
+                                     else param("vigil.model.refresh-seconds", "30"))
+        if self.s3 is None and param("vigil.s3.endpoint", ""):
+            self.s3 = {"endpoint": param("vigil.s3.endpoint", ""), "access_key": param("vigil.s3.access-key", ""),
+                       "secret_key": param("vigil.s3.secret-key", "")}
+        device = select_device(self.device or param("vigil.scoring.device", "auto"))
+        engine = (self.engine or param("vigil.scoring.engine", "auto")).lower()
+        self._engine = ("tf" if device.startswith("gpu") else "numpy") if engine == "auto" else engine
+        self._store = self._open_store()
+        self._model = self._load(self.version)
+        self._checked_at = time.monotonic()
+
+    def _open_store(self) -> Any:
+        from connectors.model_store import ModelStore
+
+        settings = None
+        if self.s3:
+            from stack.settings import StackSettings
+
+            host_port = self.s3["endpoint"].split("://", 1)[-1]
+            host, _, port = host_port.partition(":")
+            settings = StackSettings(host=host, s3_port=int(port or 80), s3_access_key=self.s3["access_key"],
+                                     s3_secret_key=self.s3["secret_key"])
+        return ModelStore(self.model_uri, settings)
+
+    def _load(self, version: str) -> LoadedModel:
+        folder, manifest = self._store.fetch(version)
+        model = LoadedModel(folder, manifest, self._engine)
+        log.warning("ANOMALY loaded model %s from %s (%s engine)", model.version, self.model_uri, self._engine)
+        return model
+
+    def _maybe_refresh(self) -> None:
+        if self.version != "latest" or self.refresh_seconds <= 0:
+            return
+        now = time.monotonic()
+        if now - self._checked_at < self.refresh_seconds:
+            return
+        self._checked_at = now
+        try:
+            latest = self._store.latest_version()
+            if latest != self._model.version:
+                self._model = self._load(latest)
+        except Exception as exc:  # a half-published or damaged new model must not stop scoring
+            log.error("ANOMALY keeps model %s: could not switch to the latest one: %s", self._model.version, exc)
+
+    # --- scoring ------------------------------------------------------------------------------
+    def eval(self, *columns: pd.Series) -> pd.DataFrame:
+        if self._model is None:
+            raise RuntimeError("ANOMALY.eval() called before open()")
+        self._maybe_refresh()
+        model = self._model
+        if len(columns) != len(model.features):
+            raise ValueError(f"ANOMALY expects {len(model.features)} feature columns {list(model.features.names)} "
+                             f"(model {model.version}), got {len(columns)}")
+        x = np.column_stack([pd.to_numeric(c, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                             for c in columns])
+        scores = model.score(x)
+        # object dtype with None: PyFlink's Arrow writer rejects pandas' nullable "boolean" arrays
+        flags = np.where(np.isnan(scores), None, scores > model.threshold).astype(object)
+        return pd.DataFrame({"score": scores, "is_anomaly": flags,
+                             "model_version": np.full(len(scores), model.version, dtype=object)})
+
+    def close(self) -> None:
+        self._model = None
+
+
+def anomaly_udf(model_uri: str | None = None, **options: Any) -> Any:
+    """The Flink UDF object for Table API use: ``anomaly_udf(uri)(*feature_columns)``."""
+    return udf(AnomalyScore(model_uri, **options), result_type=RESULT_TYPE, func_type="pandas")
+
+
+# For SQL: CREATE TEMPORARY SYSTEM FUNCTION ANOMALY AS 'udfs.anomaly_score.anomaly' LANGUAGE PYTHON;
+# configured through job parameters (see the module docstring).
+anomaly = anomaly_udf()
