@@ -15,8 +15,9 @@ The file's columns are given roles, by option or by name and content:
   key, so each entity's rows keep their file order within one partition. Without one, every row gets
   the constant ``--entity-id`` (default: the file stem) in a field named ``entity_id``.
 * **label** (optional): ``--label-column``, else a column named like label, anomaly, failure, fault,
-  target, class (``is_anomaly``, ``failure_type``, ``machine_failure``...). Kept as text, faithfully:
-  a 0/1 label arrives as "0"/"1", not as null for normal rows.
+  target, class (``is_anomaly``, ``failure_type``, ``machine_failure``...). Kept as text, except that
+  values meaning "normal" (``--normal-labels``, default 0, false, normal, ok, none, no; case-insensitive)
+  become null: Vigil's convention is that a null label is a normal reading, anything else a failure.
 * **features**: every other numeric (or boolean) column, in file order, as nullable doubles (gaps and
   NaN become null); ``--columns`` limits them. Other columns are left out with a warning.
 
@@ -125,6 +126,7 @@ class ReplaySettings:
     entity_column: str | None = None
     label_column: str | None = None
     entity_id: str | None = None
+    normal_labels: tuple[str, ...] = ("0", "0.0", "false", "normal", "ok", "none", "no")
     columns: tuple[str, ...] | None = None
     sep: str | None = None
     speed: float = 0.0
@@ -523,7 +525,10 @@ class _Converter:
             cols[plan.field_names[c]] = self._doubles(df[c], c, first_row)
         if plan.label_column is not None:
             s = df[plan.label_column]
-            cols[plan.field_names[plan.label_column]] = [None if pd.isna(v) else _text(v) for v in s.tolist()]
+            normal = {n.lower() for n in self.settings.normal_labels}
+            texts = [None if pd.isna(v) else _text(v) for v in s.tolist()]
+            cols[plan.field_names[plan.label_column]] = [None if t is None or t.strip().lower() in normal else t
+                                                         for t in texts]
         names = list(cols)
         return [dict(zip(names, values)) for values in zip(*cols.values())]
 
@@ -889,6 +894,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ReplaySettings, bool]
     parser.add_argument("--entity-id", help="entity id for every row when there is no entity column "
                                             "(default: the file stem)")
     parser.add_argument("--label-column", help="label column (default: detected; none if no column looks like one)")
+    parser.add_argument("--normal-labels", default="0,0.0,false,normal,ok,none,no",
+                        help="comma-separated label values that mean a normal reading; stored as null")
     parser.add_argument("--columns", help="comma-separated numeric feature columns to keep (default: all)")
     parser.add_argument("--sep", help="CSV separator (default: detected); '\\t' or 'tab' for tabs")
     parser.add_argument("--speed", type=float, default=0.0,
@@ -906,6 +913,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ReplaySettings, bool]
     settings = ReplaySettings(
         path=args.path, topic=args.topic, format=args.format, time_column=args.time_column,
         entity_column=args.entity_column, label_column=args.label_column, entity_id=args.entity_id,
+        normal_labels=tuple(v.strip() for v in args.normal_labels.split(",") if v.strip()),
         columns=tuple(args.columns.split(",")) if args.columns is not None else None, sep=args.sep,
         speed=args.speed, max_sleep_s=args.max_sleep_s, partitions=args.partitions, chunk_size=args.chunk_size,
         broker_timeout_s=args.broker_timeout_s,

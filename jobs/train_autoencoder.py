@@ -6,7 +6,10 @@ No data lake: the job reads the chosen range of every partition of the topic fro
 older Parquet history from the object tier with ``--history`` when retention no longer holds it),
 decodes it with the schema registered for the topic, and learns what *normal* readings look like:
 
-1. the newest ``--eval-fraction`` of readings (by event time) is kept aside as the evaluation range;
+1. ``--eval-fraction`` of the readings is kept aside as the evaluation range: by default every
+   n-th block of ``--eval-block-seconds`` of event time (blocked hold-out: no neighbouring,
+   autocorrelated readings on both sides, while slow drifts are covered), or with
+   ``--eval-split tail`` simply the newest readings;
 2. the rest, minus labelled failures (unless ``--include-labelled``), is split into training and
    validation rows; training stops early when the validation loss stops improving;
 3. the anomaly threshold is the ``--threshold-quantile`` of the validation rows' reconstruction
@@ -55,14 +58,16 @@ class TrainSettings(BaseModel):
     history: str | None = None
     include_labelled: bool = False
     features: list[str] | None = None
-    hidden: list[int] = [24, 12, 6]
-    epochs: int = Field(60, ge=1)
+    hidden: list[int] = [32, 16, 8]
+    epochs: int = Field(150, ge=1)
     batch_size: int = Field(256, ge=1)
     patience: int = Field(6, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)
+    learning_rate: float = Field(3e-3, gt=0)
     validation_split: float = Field(0.2, gt=0, lt=1)
-    threshold_quantile: float = Field(0.99, gt=0.5, lt=1)
+    threshold_quantile: float = Field(0.995, gt=0.5, lt=1)
     eval_fraction: float = Field(0.25, ge=0, lt=1)
+    eval_split: str = Field("blocks", pattern="^(blocks|tail)$")
+    eval_block_seconds: float = Field(300.0, gt=0)
     seed: int = 42
     min_rows: int = Field(200, ge=10)
     quiet: bool = False
@@ -90,14 +95,17 @@ class TrainSettings(BaseModel):
         p.add_argument("--history", help="Parquet history (folder or s3:// prefix) written by the scoring job")
         p.add_argument("--include-labelled", action="store_true", help="train on labelled failures too")
         p.add_argument("--features", type=lambda s: s.split(","), help="comma-separated feature columns")
-        p.add_argument("--hidden", type=lambda s: [int(x) for x in s.split(",")], default=[24, 12, 6])
-        p.add_argument("--epochs", type=int, default=60)
+        p.add_argument("--hidden", type=lambda s: [int(x) for x in s.split(",")], default=[32, 16, 8])
+        p.add_argument("--epochs", type=int, default=150)
         p.add_argument("--batch-size", type=int, default=256)
         p.add_argument("--patience", type=int, default=6)
-        p.add_argument("--learning-rate", type=float, default=2e-3)
+        p.add_argument("--learning-rate", type=float, default=3e-3)
         p.add_argument("--validation-split", type=float, default=0.2)
-        p.add_argument("--threshold-quantile", type=float, default=0.99)
+        p.add_argument("--threshold-quantile", type=float, default=0.995)
         p.add_argument("--eval-fraction", type=float, default=0.25)
+        p.add_argument("--eval-split", choices=["blocks", "tail"], default="blocks",
+                       help="evaluation rows: every n-th time block (default) or the newest rows")
+        p.add_argument("--eval-block-seconds", type=float, default=300.0)
         p.add_argument("--seed", type=int, default=42)
         p.add_argument("--quiet", action="store_true")
         return cls(**vars(p.parse_args(argv)))
@@ -213,6 +221,25 @@ def plot_report(path: Path, history: dict[str, list[float]], val_scores: np.ndar
     plt.close(fig)
 
 
+def split_evaluation(frame: pd.DataFrame, time_col: str | None,
+                     settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(evaluation row indices, fitting row indices) as chosen by eval_split/eval_fraction."""
+    if settings.eval_fraction == 0:
+        return np.array([], dtype=int), np.arange(len(frame))
+    if time_col not in frame:
+        order = np.arange(len(frame))
+    else:
+        times = pd.to_datetime(frame[time_col], utc=True)
+        if settings.eval_split == "blocks":
+            every = max(2, round(1 / settings.eval_fraction))
+            seconds = (times - times.min()).dt.total_seconds().to_numpy()
+            held = (seconds // settings.eval_block_seconds).astype(np.int64) % every == every - 1
+            return np.flatnonzero(held), np.flatnonzero(~held)
+        order = np.argsort(times.to_numpy(), kind="stable")
+    n_eval = int(len(frame) * settings.eval_fraction)
+    return order[len(order) - n_eval:], order[: len(order) - n_eval]
+
+
 def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time_col: str | None,
           settings: TrainSettings, workdir: Path) -> tuple[dict[str, Any], Any]:
     """Fit normalisation and the model; returns (manifest fields, keras model). Writes report.png."""
@@ -227,9 +254,7 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
     frame, x_all = frame[finite].reset_index(drop=True), x_all[finite]
     labels = frame[label_col] if label_col and label_col in frame else pd.Series([None] * len(frame), dtype=object)
 
-    order = np.argsort(frame[time_col].to_numpy(), kind="stable") if time_col in frame else np.arange(len(frame))
-    n_eval = int(len(frame) * settings.eval_fraction)
-    eval_idx, fit_idx = order[len(order) - n_eval:], order[: len(order) - n_eval]
+    eval_idx, fit_idx = split_evaluation(frame, time_col, settings)
     if not settings.include_labelled:
         fit_idx = fit_idx[labels.iloc[fit_idx].isna().to_numpy()]
     if len(fit_idx) < settings.min_rows:

@@ -234,8 +234,9 @@ class KafkaBroker(Service):
                     "group.initial.rebalance.delay.ms=0",
                     # Flink's exactly-once KafkaSink defaults to a 1 h transaction timeout
                     "transaction.max.timeout.ms=3600000",
-                    # the model trains from the log: keep it for 30 days locally
-                    "log.retention.hours=720",
+                    # The model trains from the log, and simulated or replayed events carry their
+                    # original (often old) timestamps: time-based retention would delete them at once.
+                    "log.retention.ms=-1",
                     "",
                 ]
             )

@@ -65,3 +65,7 @@ def new_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Callable[
         return name
 
     return make
+
+
+# A small autoencoder trained once per session (no Kafka needed): see tests/trained_model.py.
+from tests.trained_model import model_dir, trained_model  # noqa: E402,F401

@@ -26,7 +26,7 @@ ACTIVATIONS = {
 }
 
 
-def build_autoencoder(n_features: int, hidden: Sequence[int] = (24, 12, 6), *, learning_rate: float = 1e-3,
+def build_autoencoder(n_features: int, hidden: Sequence[int] = (32, 16, 8), *, learning_rate: float = 1e-3,
                       seed: int = 42) -> Any:
     """A symmetric dense autoencoder: encoder ``hidden``, mirrored decoder, linear output."""
     if n_features < 2:

@@ -128,6 +128,16 @@ def test_columns_option_limits_features_in_file_order(tmp_path: Path) -> None:
         ReplaySource.open(_settings(path, columns=("a", "zz")))
 
 
+def test_labels_that_mean_normal_become_null(tmp_path: Path) -> None:
+    path = tmp_path / "pump.csv"
+    path.write_text("time,flow,anomaly\n2024-01-01T00:00:00,1.5,0\n2024-01-01T00:00:01,1.6,1\n"
+                    "2024-01-01T00:00:02,1.4,Normal\n2024-01-01T00:00:03,1.7,bearing\n")
+    _, records = read_rows(_settings(path))
+    assert [r["anomaly"] for r in records] == [None, "1", None, "bearing"]
+    _, records = read_rows(_settings(path, normal_labels=("normal",)))
+    assert [r["anomaly"] for r in records] == ["0", "1", None, "bearing"]
+
+
 def test_column_names_that_collide_after_sanitising_are_rejected(tmp_path: Path) -> None:
     assert avro_name("temp °C") == "temp__C" and avro_name("1st") == "_1st" and avro_name("température") == "temperature"
     path = tmp_path / "c.csv"

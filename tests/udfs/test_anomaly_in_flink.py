@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from udfs.anomaly_score import AnomalyScore, anomaly_udf
-from tests.udfs.conftest import simulated_frame
+from tests.trained_model import simulated_frame
 
 pytestmark = pytest.mark.flink
 

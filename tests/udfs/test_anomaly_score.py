@@ -6,7 +6,7 @@ import pytest
 
 from udfs.anomaly_score import AnomalyScore
 from udfs.autoencoder import NumpyScorer, TfScorer
-from tests.udfs.conftest import simulated_frame
+from tests.trained_model import simulated_frame
 
 
 def opened(uri: str, **options) -> AnomalyScore:

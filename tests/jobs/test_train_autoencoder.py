@@ -1,0 +1,120 @@
+"""Training straight from the Kafka log: quality on the simulator's labels, lineage, ranges, errors."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from connectors import schema_store
+from connectors.kafka_io import end_offsets
+from connectors.model_store import ModelStore
+from jobs import simulate_fleet, train_autoencoder
+from jobs.train_autoencoder import TrainSettings, split_evaluation
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(scope="module")
+def fleet_topic(kafka_bootstrap: str) -> str:
+    import uuid
+
+    topic = f"test.train.fleet.{uuid.uuid4().hex[:8]}"
+    assert simulate_fleet.main(["--topic", topic, "--vehicles", "20", "--events", "24000", "--failure-rate", "0.02",
+                                "--seed", "42", "--bootstrap-servers", kafka_bootstrap]) == 0
+    return topic
+
+
+@pytest.fixture(scope="module")
+def trained(fleet_topic: str, kafka_bootstrap: str, tmp_path_factory) -> tuple[dict, Path]:
+    store = tmp_path_factory.mktemp("models")
+    code = train_autoencoder.main(["--topic", fleet_topic, "--bootstrap-servers", kafka_bootstrap,
+                                   "--model-store", str(store), "--quiet"])
+    assert code == 0
+    return ModelStore(str(store)).manifest(), store
+
+
+def test_detects_simulated_failures(trained, capsys):
+    manifest, _ = trained
+    ev = manifest["metrics"]["evaluation"]
+    print(f"\nrecall {ev['recall']:.3f} precision {ev['precision']:.3f} F1 {ev['f1']:.3f} "
+          f"FPR {ev['false_positive_rate']:.4f} on {ev['rows']} rows ({ev['anomalies']} labelled)")
+    assert ev["anomalies"] > 50
+    assert ev["recall"] >= 0.8
+    assert ev["false_positive_rate"] <= 0.02
+
+
+def test_manifest_records_lineage_and_everything_needed_to_score(trained, fleet_topic, kafka_bootstrap):
+    manifest, store = trained
+    marks = end_offsets(kafka_bootstrap, fleet_topic)
+    ranges = manifest["training"]["sources"]["kafka"]["ranges"]
+    assert {r["partition"]: (r["start"], r["end"]) for r in ranges} == marks
+    assert manifest["metrics"]["rows"]["read"] == 24000
+    assert manifest["features"]["names"][0] == "speed_kmh" and len(manifest["features"]["mean"]) == 17
+    assert manifest["threshold"] > 0 and manifest["threshold_quantile"] == 0.995
+    assert manifest["libraries"]["tensorflow"].startswith("2.19")
+    report = store / manifest["version"] / "report.png"
+    assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and report.stat().st_size > 20_000
+
+
+def test_offset_and_time_ranges_are_respected(fleet_topic, kafka_bootstrap, tmp_path):
+    stop = {p: high // 2 for p, (_, high) in end_offsets(kafka_bootstrap, fleet_topic).items()}
+    settings = TrainSettings(topic=fleet_topic, bootstrap_servers=kafka_bootstrap, model_store=str(tmp_path),
+                             end_offsets=stop, epochs=2, quiet=True)
+    frame, ranges, bad = train_autoencoder.read_topic(settings, schema_store.require(kafka_bootstrap, fleet_topic))
+    assert {r.partition: r.end for r in ranges} == stop
+    assert len(frame) == sum(stop.values()) and bad == 0
+
+    start = simulate_fleet.FIXED_START + dt.timedelta(minutes=10)
+    settings = TrainSettings(topic=fleet_topic, bootstrap_servers=kafka_bootstrap, model_store=str(tmp_path),
+                             start=start.isoformat(), epochs=2, quiet=True)
+    frame, _, _ = train_autoencoder.read_topic(settings, schema_store.require(kafka_bootstrap, fleet_topic))
+    assert pd.to_datetime(frame["event_time"], utc=True).min() >= start
+    assert len(frame) == 20 * (1200 - 600)
+
+
+def test_blocked_evaluation_split_holds_out_whole_time_blocks():
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    frame = pd.DataFrame({"t": [t0 + pd.Timedelta(seconds=s) for s in range(1200)]})
+    settings = TrainSettings(bootstrap_servers="x", model_store="x", eval_fraction=0.25, eval_block_seconds=100)
+    held, kept = split_evaluation(frame, "t", settings)
+    assert len(held) == 300 and len(kept) == 900
+    blocks = set((held // 100).tolist())
+    assert blocks == {3, 7, 11}
+
+
+def test_history_from_parquet_is_added(fleet_topic, kafka_bootstrap, tmp_path):
+    frame = pd.DataFrame(list(simulate_fleet.generate(simulate_fleet.FleetSettings(vehicles=4, events=800, seed=9))))
+    (tmp_path / "hist" / "date=2025-12-31").mkdir(parents=True)
+    frame.to_parquet(tmp_path / "hist" / "date=2025-12-31" / "part-0.parquet")
+    stop = {p: 100 for p in end_offsets(kafka_bootstrap, fleet_topic)}
+    manifest = train_autoencoder.run(TrainSettings(
+        topic=fleet_topic, bootstrap_servers=kafka_bootstrap, model_store=str(tmp_path / "models"),
+        end_offsets=stop, history=str(tmp_path / "hist"), epochs=2, quiet=True))
+    assert manifest["training"]["sources"]["history"]["rows"] == 800
+    assert manifest["metrics"]["rows"]["read"] == 800 + sum(stop.values())
+
+
+def test_empty_range_and_unknown_topic_are_clear_errors(fleet_topic, kafka_bootstrap, tmp_path, capsys):
+    code = train_autoencoder.main(["--topic", fleet_topic, "--bootstrap-servers", kafka_bootstrap,
+                                   "--model-store", str(tmp_path), "--to-offsets", "0:0,1:0,2:0", "--quiet"])
+    assert code == 1
+    assert "no records in the chosen range" in capsys.readouterr().err
+    code = train_autoencoder.main(["--topic", "no.such.topic", "--bootstrap-servers", kafka_bootstrap,
+                                   "--model-store", str(tmp_path), "--quiet"])
+    assert code == 1
+    assert "no schema is registered for topic 'no.such.topic'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_training_is_reproducible_with_a_seed(fleet_topic, kafka_bootstrap, tmp_path):
+    stop = {p: 1500 for p in end_offsets(kafka_bootstrap, fleet_topic)}
+    thresholds = []
+    for run in ("a", "b"):
+        m = train_autoencoder.run(TrainSettings(topic=fleet_topic, bootstrap_servers=kafka_bootstrap,
+                                                model_store=str(tmp_path / run), end_offsets=stop, epochs=3,
+                                                seed=5, quiet=True))
+        thresholds.append(m["threshold"])
+    np.testing.assert_allclose(thresholds[0], thresholds[1], rtol=1e-5)
