@@ -96,7 +96,9 @@ class ModelStore:
         if self.local:
             os.makedirs(self.root, exist_ok=True)
             staging = Path(self.root) / f".{version}.{uuid.uuid4().hex[:6]}.tmp"
-            shutil.copytree(local_dir, staging)
+            staging.mkdir()
+            for name in files:  # top-level files only, exactly those the manifest lists
+                shutil.copy2(Path(local_dir) / name, staging / name)
             (staging / MANIFEST).write_bytes(body)
             os.rename(staging, Path(self.root) / version)  # atomic on one filesystem
         else:
