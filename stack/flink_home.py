@@ -145,7 +145,10 @@ def activate(settings: StackSettings) -> None:
     """Point this process (and the JVM PyFlink launches) at the project's Flink home.
 
     Must run before the first PyFlink environment is created. Raises FlinkHomeError when the
-    home was never built.
+    home was never built. Under ``flink run`` (PYFLINK_GATEWAY_PORT set) the JVM and its
+    configuration belong to the cluster client, so nothing is changed.
     """
+    if "PYFLINK_GATEWAY_PORT" in os.environ:
+        return
     build(settings)  # cheap when up to date; re-renders conf for the current settings
     os.environ.update(environment(settings))
