@@ -106,6 +106,7 @@ def raw_source(topic: str, bootstrap: str, *, group_id: str, bounded: bool = Fal
     schema = Schema.new_builder().column("record_key", DataTypes.BYTES()).column("payload", DataTypes.BYTES())
     for name, (sql_type, key) in SOURCE_METADATA.items():
         schema.column_by_metadata(name, sql_type, key, True)
+    schema.column_by_metadata("kafka_headers", "MAP<STRING, BYTES>", "headers", True)
     builder = (_kafka_common(TableDescriptor.for_connector("kafka"), topic, bootstrap)
                .schema(schema.build())
                .option("key.format", "raw").option("key.fields", "record_key")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
         resolve_jars(settings)
         home = flink_home.build(settings)
         print(f"Flink home ready at {home}")
+        secret = settings.home / "secrets" / "pseudonym.key"
+        if not secret.exists():
+            secret.parent.mkdir(parents=True, exist_ok=True)
+            secret.touch(mode=0o600)
+            secret.write_text(secrets.token_hex(32) + "\n")
+            print(f"created the vehicle-id pseudonymisation secret {secret} (keep it; it is not printed)")
     elif args.command == "up":
         names = args.services or ["kafka", "s3"]
         unknown = [n for n in names if n not in SERVICES]

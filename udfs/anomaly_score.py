@@ -19,6 +19,7 @@ from job parameters (``pipeline.global-job-parameters``): ``vigil.model.uri``,
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ import pandas as pd
 from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: CUDA-probe noise on CPU hosts
 log = logging.getLogger("vigil.udfs.anomaly_score")
 
 RESULT_TYPE = DataTypes.ROW([
@@ -75,10 +77,10 @@ class LoadedModel:
     """A verified model artifact ready to score: feature set, threshold, scorer, version."""
 
     def __init__(self, folder: Any, manifest: dict[str, Any], engine: str) -> None:
-        import keras
-
-        from udfs.autoencoder import make_scorer
+        from udfs.autoencoder import make_scorer  # first: it quiets TensorFlow's C++ logging
         from udfs.feature_set import FeatureSet
+
+        import keras
 
         self.manifest = manifest
         self.version: str = manifest["version"]

@@ -1,0 +1,374 @@
+"""A local Flink standalone cluster (one JobManager, one TaskManager) and job submission to it.
+
+The cluster runs from the project-local Flink home (stack/flink_home.py) with its scripts
+(``start-cluster.sh``, ``stop-cluster.sh``); jobs are submitted with ``flink run -py`` or
+``sql-client.sh`` against its REST address. This is the "real deployment" path: the job's Python
+code runs in a client process, the operators (Python UDF workers included) in the TaskManager.
+
+Each cluster keeps its own folder ``<home>/flink-cluster/<rest port>/`` with:
+
+* ``conf/``  its config.yaml, rendered from flink-conf/ (``flink_home.render_config``) plus the
+  cluster's ports. It is separate from ``<home>/flink/conf`` so that a cluster on a non-default
+  port (tests) never rewrites the configuration other processes read, and so that the clients
+  (``flink run``, ``sql-client.sh``) read exactly the configuration the cluster was started with;
+* ``log/``   the JobManager and TaskManager logs (their tails are in every start-up error);
+* ``pid/``   the daemons' pid files, so ``stop()`` stops this cluster and no other.
+
+``flink-python`` stays in ``opt/``: the TaskManager does not need it in ``lib/`` because every
+client ships it with the job as a user jar (``flink run -py`` adds it to the program's jars;
+in ``sql-client.sh`` registering a ``LANGUAGE PYTHON`` function adds it to the session's jars).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stack import flink_home
+from stack.services import _alive, log_tail, port_open
+from stack.settings import StackSettings
+
+TERMINAL_STATES = frozenset({"FINISHED", "FAILED", "CANCELED"})
+_IDENT = "vigil"  # FLINK_IDENT_STRING: names the pid and log files
+_JOB_ID = re.compile(r"(?:JobID|Job ID:?)\s*([0-9a-f]{32})")
+
+
+class FlinkClusterError(RuntimeError):
+    """The cluster could not be started, reached or stopped, or a job could not be submitted."""
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class LocalFlinkCluster:
+    """A standalone Flink cluster on this machine, at ``http://<host>:<flink_rest_port>``.
+
+    ``start()`` is idempotent (a healthy cluster is reused), ``stop()`` stops only the daemons
+    this cluster's pid files name. All REST helpers raise FlinkClusterError when the cluster
+    does not answer.
+    """
+
+    startup_timeout_s: float = 120.0
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.dir = settings.home / "flink-cluster" / str(settings.flink_rest_port)
+        self.conf_dir = self.dir / "conf"
+        self.log_dir = self.dir / "log"
+        self.pid_dir = self.dir / "pid"
+
+    # --- addresses and environment -------------------------------------------------------------
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.flink_rest_port}"
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as ``flink run -m`` wants it."""
+        return f"{self.settings.host}:{self.settings.flink_rest_port}"
+
+    def environment(self) -> dict[str, str]:
+        """Environment for the cluster scripts and its clients (flink, sql-client.sh)."""
+        env = dict(os.environ)
+        # A PyFlink gateway port inherited from a `flink run` parent would make the Python
+        # driver of a nested submission attach to the wrong JVM.
+        env.pop("PYFLINK_GATEWAY_PORT", None)
+        env.update(flink_home.environment(self.settings))
+        env.update({
+            "FLINK_CONF_DIR": str(self.conf_dir),
+            "FLINK_LOG_DIR": str(self.log_dir),
+            "FLINK_PID_DIR": str(self.pid_dir),
+            "FLINK_IDENT_STRING": _IDENT,
+        })
+        return env
+
+    def script(self, name: str) -> Path:
+        """A script of the Flink home's bin/; FlinkClusterError when the home was never built."""
+        path = self.settings.flink_home / "bin" / name
+        if not path.exists():
+            raise FlinkClusterError(f"{path} does not exist; build the Flink home with `python -m stack setup`")
+        return path
+
+    # --- REST ------------------------------------------------------------------------------------
+    def _request(self, path: str, method: str = "GET", timeout: float = 5.0) -> Any:
+        request = urllib.request.Request(self.rest_url + path, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:2000]
+            raise FlinkClusterError(f"{method} {self.rest_url}{path} answered {exc.code}: {detail}") from exc
+        except OSError as exc:
+            raise FlinkClusterError(f"no Flink cluster answers at {self.rest_url} ({exc}); start one with "
+                                    f"`python -m stack cluster up`") from exc
+        return json.loads(body) if body else None
+
+    def overview(self) -> dict[str, Any] | None:
+        """REST /overview (TaskManagers, slots, job counts, version), or None when nothing answers."""
+        if not port_open(self.settings.host, self.settings.flink_rest_port):
+            return None
+        try:
+            overview = self._request("/overview", timeout=3)
+        except FlinkClusterError:
+            return None
+        return overview if isinstance(overview, dict) and "taskmanagers" in overview else None
+
+    def healthy(self) -> bool:
+        """True when the REST API answers and at least one TaskManager is registered."""
+        overview = self.overview()
+        return bool(overview and overview.get("taskmanagers", 0) >= 1)
+
+    def require(self) -> dict[str, Any]:
+        """The overview of the running cluster; FlinkClusterError saying how to start one otherwise."""
+        overview = self.overview()
+        if not overview or overview.get("taskmanagers", 0) < 1:
+            state = "answers without a TaskManager" if overview else "is not running"
+            raise FlinkClusterError(f"the Flink cluster at {self.rest_url} {state}; start it with "
+                                    f"`python -m stack cluster up`")
+        return overview
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """REST /jobs/overview: one dict per job (jid, name, state, start-time, ...)."""
+        return self._request("/jobs/overview")["jobs"]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._request(f"/jobs/{job_id}")
+
+    def job_exception(self, job_id: str) -> str | None:
+        """The latest failure of a job (exception and stack trace), or None when it has none."""
+        try:
+            info = self._request(f"/jobs/{job_id}/exceptions?maxExceptions=1")
+        except FlinkClusterError:
+            return None
+        entries = (info.get("exceptionHistory") or {}).get("entries") or []
+        if entries:
+            return entries[0].get("stacktrace") or entries[0].get("exceptionName")
+        return info.get("root-exception")
+
+    def wait_for_job(self, job_id: str, timeout: float = 300.0, poll_s: float = 0.5) -> str:
+        """Block until the job is FINISHED, FAILED or CANCELED; returns that state.
+
+        A job that keeps restarting (the restart strategy retries for ever) never reaches a
+        final state: on timeout FlinkClusterError carries its state and latest exception.
+        """
+        deadline = time.monotonic() + timeout
+        state = "UNKNOWN"
+        while time.monotonic() < deadline:
+            state = self.job(job_id)["state"]
+            if state in TERMINAL_STATES:
+                return state
+            time.sleep(poll_s)
+        failure = self.job_exception(job_id)
+        raise FlinkClusterError(f"job {job_id} is still {state} after {timeout:.0f}s"
+                                + (f"; latest exception:\n{_tail(failure)}" if failure else ""))
+
+    def cancel(self, job_id: str) -> None:
+        """Ask the cluster to cancel a job (returns at once; use wait_for_job to see it CANCELED)."""
+        self._request(f"/jobs/{job_id}?mode=cancel", method="PATCH")
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def _pid_files(self) -> list[Path]:
+        return sorted(self.pid_dir.glob(f"flink-{_IDENT}-*.pid"))
+
+    def pids(self) -> list[int]:
+        """Live daemon processes (JobManager, TaskManager) of this cluster."""
+        out = []
+        for path in self._pid_files():
+            for line in path.read_text().split():
+                if line.isdigit() and _alive(int(line)):
+                    out.append(int(line))
+        return out
+
+    def logs(self, lines: int = 30) -> str:
+        """Tails of the newest JobManager and TaskManager logs (and their .out files when not empty)."""
+        parts = []
+        for role in ("standalonesession", "taskexecutor"):
+            for suffix in ("log", "out"):
+                found = sorted(self.log_dir.glob(f"flink-*-{role}-*.{suffix}"), key=lambda p: p.stat().st_mtime)
+                if found and found[-1].stat().st_size:
+                    parts.append(f"--- {found[-1]}\n{log_tail(found[-1], lines)}")
+        return "\n".join(parts) or f"(no logs in {self.log_dir})"
+
+    def write_config(self) -> Path:
+        """Render conf/ for this cluster: the project config plus this cluster's own ports."""
+        config = flink_home.render_config(self.settings)
+        s = self.settings
+        # The JobManager RPC port must be fixed before the TaskManager starts; choosing a free one
+        # lets a test cluster run beside a developer's cluster.
+        config.setdefault("jobmanager", {}).setdefault("rpc", {})["port"] = _free_port(s.host)
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("log4j.properties", "log4j-cli.properties", "log4j-console.properties",
+                     "log4j-session.properties", "logback.xml", "logback-console.xml", "logback-session.xml"):
+            source = s.flink_home / "conf" / name
+            if source.exists():
+                shutil.copyfile(source, self.conf_dir / name)
+        (self.conf_dir / "config.yaml").write_text(
+            f"# Rendered by stack/flink_cluster.py for the cluster at {self.rest_url}; edit flink-conf/.\n"
+            + yaml.safe_dump(config, sort_keys=True, width=10_000))
+        (self.conf_dir / "masters").write_text(f"{s.host}:{s.flink_rest_port}\n")
+        (self.conf_dir / "workers").write_text(f"{s.host}\n")
+        return self.conf_dir
+
+    def start(self, timeout: float | None = None) -> str:
+        """Start the cluster, or reuse a healthy one; returns 'reused' or 'started'.
+
+        Waits until the REST API reports at least one TaskManager with free slots. Raises
+        FlinkClusterError with the JobManager/TaskManager log tails when it does not get there.
+        """
+        timeout = self.startup_timeout_s if timeout is None else timeout
+        if self.healthy():
+            return "reused"
+        start_cluster = self.script("start-cluster.sh")
+        if not self.pids():
+            busy = port_open(self.settings.host, self.settings.flink_rest_port)
+            if busy:
+                raise FlinkClusterError(
+                    f"port {self.settings.flink_rest_port} on {self.settings.host} is taken by a program that "
+                    f"does not answer as a Flink cluster; stop it or set VIGIL_FLINK_REST_PORT")
+            for stale in self._pid_files():
+                stale.unlink()
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.pid_dir.mkdir(parents=True, exist_ok=True)
+            self.write_config()
+            result = subprocess.run([str(start_cluster)], env=self.environment(), capture_output=True,
+                                    text=True, timeout=60)
+            if result.returncode != 0:
+                raise FlinkClusterError(f"{start_cluster} failed ({result.returncode}):\n"
+                                        f"{_tail(result.stdout + result.stderr)}\n{self.logs()}")
+        deadline = time.monotonic() + timeout
+        overview = None
+        while time.monotonic() < deadline:
+            overview = self.overview()
+            if overview and overview.get("taskmanagers", 0) >= 1 and overview.get("slots-available", 0) >= 1:
+                return "started"
+            if len(self.pids()) < 2 and time.monotonic() > deadline - timeout + 5:
+                raise FlinkClusterError(f"a Flink daemon exited during start-up (live: {self.pids()}).\n"
+                                        f"{self.logs()}")
+            time.sleep(0.5)
+        raise FlinkClusterError(f"the Flink cluster at {self.rest_url} did not get a TaskManager with free slots "
+                                f"within {timeout:.0f}s (last overview: {overview}).\n{self.logs()}")
+
+    def stop(self, timeout: float = 60.0) -> bool:
+        """Stop this cluster's daemons and wait for its ports to close; False when none was running."""
+        pids = self.pids()
+        if not pids:
+            return False
+        subprocess.run([str(self.script("stop-cluster.sh"))], env=self.environment(), capture_output=True,
+                       text=True, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (any(_alive(p) for p in pids) or self._ports_open()):
+            time.sleep(0.3)
+        for pid in pids:
+            if _alive(pid):  # stop-cluster.sh gave up; these pids are ours (our pid files)
+                os.kill(pid, signal.SIGKILL)
+        for stale in self._pid_files():
+            stale.unlink(missing_ok=True)
+        if self._ports_open():
+            raise FlinkClusterError(f"the Flink cluster at {self.rest_url} was stopped but port "
+                                    f"{self.settings.flink_rest_port} is still open")
+        return True
+
+    def _ports_open(self) -> bool:
+        return port_open(self.settings.host, self.settings.flink_rest_port)
+
+    def status(self) -> str:
+        overview = self.overview()
+        if overview:
+            return (f"up at {self.rest_url}: Flink {overview.get('flink-version')}, "
+                    f"{overview['taskmanagers']} TaskManager(s), {overview.get('slots-available')}/"
+                    f"{overview.get('slots-total')} slots free, {overview.get('jobs-running')} job(s) running")
+        if self.pids():
+            return f"processes {self.pids()} running but nothing answers at {self.rest_url}"
+        return "down"
+
+
+# --- job submission ------------------------------------------------------------------------------
+
+def parse_job_id(output: str) -> str | None:
+    """The job id a Flink client printed ('Job has been submitted with JobID ...' / 'Job ID: ...')."""
+    found = _JOB_ID.findall(output)
+    return found[-1] if found else None
+
+
+def flink_run(settings: StackSettings, script: Path, args: list[str], detached: bool = True,
+              timeout: float = 600.0) -> str:
+    """Submit a PyFlink job file to the local cluster with ``flink run -py``; returns its job id.
+
+    The file runs unchanged: its imports resolve because the project is installed (editable)
+    into the interpreter given as ``-pyexec``/``-pyclientexec``; that interpreter also runs the
+    job's Python workers on the TaskManager. ``flink run`` ships opt/flink-python with the job.
+    Detached, this returns once the job is submitted; attached, once the client exits.
+    """
+    cluster = LocalFlinkCluster(settings)
+    cluster.require()
+    script = Path(script).resolve()
+    if not script.is_file():
+        raise FlinkClusterError(f"no job file at {script}")
+    command = [str(cluster.script("flink")), "run", "-m", cluster.address,
+               "-py", str(script), "-pyexec", sys.executable, "-pyclientexec", sys.executable,
+               *(["-d"] if detached else []), "--", *args]
+    try:
+        result = subprocess.run(command, env=cluster.environment(), capture_output=True, text=True,
+                                timeout=timeout, cwd=settings.flink_home.parent)
+    except subprocess.TimeoutExpired as exc:
+        output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        raise FlinkClusterError(f"`flink run` of {script.name} did not return within {timeout:.0f}s:\n"
+                                f"{_tail(output)}") from exc
+    output = result.stdout + "\n" + result.stderr
+    job_id = parse_job_id(output)
+    if result.returncode != 0 or job_id is None:
+        raise FlinkClusterError(f"`flink run -py {script}` failed (exit {result.returncode}"
+                                f"{', no job id printed' if job_id is None else ''}):\n{_tail(output, 60)}")
+    return job_id
+
+
+# --- command line (python -m stack cluster ...) ----------------------------------------------------
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m stack cluster up|down|status|jobs``."""
+    parser = argparse.ArgumentParser(prog="python -m stack cluster",
+                                     description="the local Flink standalone cluster")
+    sub = parser.add_subparsers(dest="action", required=True)
+    up = sub.add_parser("up", help="start the cluster (or reuse a running one)")
+    up.add_argument("--timeout", type=float, default=None, help="seconds to wait for a TaskManager")
+    sub.add_parser("down", help="stop the cluster")
+    sub.add_parser("status", help="show whether the cluster answers")
+    sub.add_parser("jobs", help="list the cluster's jobs")
+    args = parser.parse_args(argv)
+    cluster = LocalFlinkCluster(StackSettings.from_env())
+    try:
+        if args.action == "up":
+            print(f"flink cluster: starting ...", flush=True)
+            outcome = cluster.start(args.timeout)
+            print(f"flink cluster: {outcome}, {cluster.status()}")
+        elif args.action == "down":
+            print(f"flink cluster: {'stopped' if cluster.stop() else 'not running'}")
+        elif args.action == "status":
+            print(f"flink cluster: {cluster.status()}")
+        elif args.action == "jobs":
+            for job in cluster.jobs():
+                print(f"{job['jid']}  {job['state']:10s}  {job['name']}")
+    except FlinkClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
