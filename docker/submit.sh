@@ -3,8 +3,8 @@
 #
 #   1. python -m jobs.simulate_fleet   writes simulated telemetry to Kafka      (VIGIL_SIMULATE)
 #   2. python -m jobs.train_autoencoder trains on it, publishes to the store    (VIGIL_TRAIN)
-#   3. flink run --python <job>        for each job in VIGIL_SCORING_JOBS, detached, so this
-#                                      container exits once the cluster has accepted the jobs
+#   3. flink run --python <job>        for each job in VIGIL_SCORING_JOBS; this container exits
+#                                      once the cluster runs each of them
 #
 # Everything is set by environment variables (defaults in brackets). The *_ARGS variables are
 # split on whitespace and passed through; VIGIL_SCORE_ARGS replaces the default scoring flags
@@ -22,11 +22,13 @@
 #   VIGIL_TRAIN_ARGS         []                     extra flags for jobs.train_autoencoder
 #   VIGIL_SCORING_JOBS       [jobs/score_events.py] space-separated job files (relative to /opt/vigil),
 #                                                   e.g. "jobs/score_events.py jobs/score_events_stream.py"
-#   VIGIL_SCORE_ARGS         [--bootstrap-servers $VIGIL_BOOTSTRAP_SERVERS --model-store $VIGIL_MODEL_STORE
-#                             --tier $VIGIL_TIER]
+#   VIGIL_SCORE_ARGS         [--input $VIGIL_TOPIC --bootstrap-servers $VIGIL_BOOTSTRAP_SERVERS
+#                             --model-store $VIGIL_MODEL_STORE --tier $VIGIL_TIER]
 #   VIGIL_FLINK_RUN_ARGS     [--detached]           options for `flink run` (e.g. "--detached -p 2")
 #   VIGIL_JOBMANAGER_URL     [http://jobmanager:8081]
 #   VIGIL_WAIT_SLOTS_S       [300]                  wait this long for a TaskManager slot (0: don't)
+#   VIGIL_SUBMIT_TIMEOUT_S   [600]                  per job: wait this long for it to be RUNNING
+#   VIGIL_PSEUDONYM_SECRET   (required by jobs/score_events.py; compose passes a local dev default)
 set -euo pipefail
 
 cd /opt/vigil
@@ -42,10 +44,11 @@ cd /opt/vigil
 : "${VIGIL_TRAIN:=true}"
 : "${VIGIL_TRAIN_ARGS:=}"
 : "${VIGIL_SCORING_JOBS:=jobs/score_events.py}"
-: "${VIGIL_SCORE_ARGS:=--bootstrap-servers ${VIGIL_BOOTSTRAP_SERVERS} --model-store ${VIGIL_MODEL_STORE} --tier ${VIGIL_TIER}}"
+: "${VIGIL_SCORE_ARGS:=--input ${VIGIL_TOPIC} --bootstrap-servers ${VIGIL_BOOTSTRAP_SERVERS} --model-store ${VIGIL_MODEL_STORE} --tier ${VIGIL_TIER}}"
 : "${VIGIL_FLINK_RUN_ARGS:=--detached}"
 : "${VIGIL_JOBMANAGER_URL:=http://jobmanager:8081}"
 : "${VIGIL_WAIT_SLOTS_S:=300}"
+: "${VIGIL_SUBMIT_TIMEOUT_S:=600}"
 
 log() { printf '[submit %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
@@ -92,9 +95,50 @@ if (( VIGIL_WAIT_SLOTS_S > 0 )); then
   log "${slots} task slot(s) available"
 fi
 
+# `flink run` keeps the Python driver alive while a job it waits on runs (the scoring jobs call
+# wait() on their result), so each client runs in the background: once the cluster lists a new
+# RUNNING job, the client is stopped, which leaves the job running (detached, or attached with
+# execution.shutdown-on-attached-exit false, Flink's default). A client that exits first must exit 0.
+running_jobs() {
+  curl -fsS "${VIGIL_JOBMANAGER_URL}/jobs/overview" | python -c '
+import json, sys
+print(" ".join(j["jid"] for j in json.load(sys.stdin)["jobs"] if j["state"] == "RUNNING"))'
+}
+
 for job in "${scoring_jobs[@]}"; do
+  before=" $(running_jobs || true) "
   log "submitting ${job}: flink run ${run_args[*]} --python ${job} ${score_args[*]}"
-  flink run "${run_args[@]}" --python "/opt/vigil/${job}" "${score_args[@]}"
+  flink run "${run_args[@]}" --python "/opt/vigil/${job}" "${score_args[@]}" &
+  client=$!
+  deadline=$(( SECONDS + VIGIL_SUBMIT_TIMEOUT_S ))
+  while :; do
+    if ! kill -0 "$client" 2>/dev/null; then
+      if wait "$client"; then
+        log "${job}: client finished"
+        break
+      else
+        rc=$?
+        log "error: ${job}: flink run exited with ${rc}"
+        exit "$rc"
+      fi
+    fi
+    new=""
+    for jid in $(running_jobs || true); do
+      [[ "$before" == *" $jid "* ]] || new="$jid"
+    done
+    if [[ -n "$new" ]]; then
+      log "${job}: job ${new} is RUNNING; detaching the client"
+      kill "$client" 2>/dev/null || true
+      wait "$client" 2>/dev/null || true
+      break
+    fi
+    if (( SECONDS >= deadline )); then
+      log "error: ${job}: no new RUNNING job after ${VIGIL_SUBMIT_TIMEOUT_S}s"
+      kill "$client" 2>/dev/null || true
+      exit 4
+    fi
+    sleep 2
+  done
 done
 
 log "done; jobs: ${VIGIL_JOBMANAGER_URL}/#/job/running"

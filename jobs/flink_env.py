@@ -25,6 +25,12 @@ def load_configuration(overrides: dict[str, Any] | None = None) -> Configuration
         config = Configuration(j_configuration=j_conf)
     else:
         config = Configuration()
+    rest_port = config.get_string("rest.port", "8081")
+    if "PYFLINK_GATEWAY_PORT" not in os.environ and rest_port.isdigit():
+        # An embedded mini-cluster: its web UI takes the first free port above the standalone
+        # cluster's, so a local job and `python -m stack cluster up` never fight over one port.
+        port = int(rest_port)
+        config.set_string("rest.bind-port", f"{port + 1}-{port + 50}")
     for key, value in (overrides or {}).items():
         config.set_string(key, str(value).lower() if isinstance(value, bool) else str(value))
     return config
@@ -42,3 +48,17 @@ def stream_environment(**overrides: Any) -> StreamExecutionEnvironment:
     """A StreamExecutionEnvironment with the project configuration (see table_environment)."""
     config = load_configuration({k.replace("__", "."): v for k, v in overrides.items()})
     return StreamExecutionEnvironment.get_execution_environment(config)
+
+
+def stream_table_environment(**overrides: Any) -> tuple[StreamExecutionEnvironment, Any]:
+    """(StreamExecutionEnvironment, StreamTableEnvironment) sharing the project configuration.
+
+    Needed where a job crosses between the Table and DataStream APIs (to_data_stream /
+    from_data_stream), e.g. to compute an expensive Python step once and fan its result out.
+    """
+    from pyflink.table import StreamTableEnvironment
+
+    env = stream_environment(**overrides)
+    config = load_configuration({k.replace("__", "."): v for k, v in overrides.items()})
+    settings = EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(config).build()
+    return env, StreamTableEnvironment.create(env, environment_settings=settings)

@@ -160,18 +160,21 @@ def build(raw: Table, settings: ScoreSettings, schema: dict[str, Any], manifest:
         *[col("d").get(name).alias(name) for name in decoded_cols],
     )
     if suite is not None:
-        from udfs.validate_features import SuiteValidator, validate_udf
+        from udfs.validate_features import suite_columns, validate_udf
 
-        suite_cols = SuiteValidator(suite).columns
+        suite_cols = suite_columns(suite)
         check = validate_udf(suite, suite_cols, settings.validation_engine)(*[col(c) for c in suite_cols])
     else:
         check = call_sql("CAST(NULL AS STRING)")
     anomaly = anomaly_udf(settings.model_store, version=settings.model_version,
                           refresh_seconds=settings.model_refresh_seconds, s3=settings.s3)
-    scored_all = decoded.add_columns(
+    # The boundary comes right after the Python calls: any later expression that reads their
+    # results twice (the CASE below, each sink's projection) would otherwise call them again.
+    checked = computed_once(decoded.add_columns(
         check.alias("validation_error"),
         anomaly(*[col(f) for f in features]).alias("s"),
-    ).add_columns(
+    ))
+    scored_all = checked.add_columns(
         col("s").get("score").alias("score"),
         col("s").get("is_anomaly").alias("is_anomaly"),
         col("s").get("model_version").alias("model_version"),
@@ -203,6 +206,22 @@ def build(raw: Table, settings: ScoreSettings, schema: dict[str, Any], manifest:
         col("record_key"), col("payload"), col("model_version"),
     )
     return ScoredTables(scored, alerts, dead_letters)
+
+
+def computed_once(table: Table) -> Table:
+    """The same table behind a DataStream boundary, so every branch reads one computed result.
+
+    The planner pushes each sink's projection down into the Python calls; branches that need
+    different columns (the DLQ keeps the payload, the scored topic does not) would otherwise each
+    decode, validate and score every record again. Only a StreamTableEnvironment can do this; in a
+    plain TableEnvironment (unit tests of build()) the table is returned unchanged.
+    """
+    from pyflink.table import StreamTableEnvironment
+
+    t_env = table._t_env
+    if isinstance(t_env, StreamTableEnvironment):
+        return t_env.from_data_stream(t_env.to_data_stream(table))
+    return table
 
 
 def _sink_schema(table: Table) -> Schema:
@@ -250,11 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConnectorError, SchemaError, ModelStoreError, flink_home.FlinkHomeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from jobs.flink_env import table_environment
+    from jobs.flink_env import stream_table_environment
 
-    t_env = table_environment(parallelism__default=settings.parallelism,
-                              pipeline__name=f"vigil-score-events:{settings.input_topic}",
-                              execution__checkpointing__interval=settings.checkpoint_interval)
+    _, t_env = stream_table_environment(parallelism__default=settings.parallelism,
+                                        pipeline__name=f"vigil-score-events:{settings.input_topic}",
+                                        execution__checkpointing__interval=settings.checkpoint_interval)
     raw = t_env.from_descriptor(flink_kafka.raw_source(
         settings.input_topic, settings.bootstrap_servers, group_id=settings.group_id, bounded=settings.bounded))
     tables = build(raw, settings, schema, manifest, suite)

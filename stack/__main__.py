@@ -89,5 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# --- `python -m stack cluster up|down|status|jobs`: the local Flink standalone cluster -----------
+# (stack/flink_cluster.py; kept as a wrapper so the commands above stay as they are)
+_main_without_cluster = main
+
+
+def main(argv: list[str] | None = None) -> int:  # noqa: F811
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["cluster"]:
+        from stack.flink_cluster import cli
+
+        return cli(args[1:])
+    return _main_without_cluster(argv)
+
+
 if __name__ == "__main__":
     sys.exit(main())

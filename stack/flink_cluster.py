@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -255,14 +256,15 @@ class LocalFlinkCluster:
             if result.returncode != 0:
                 raise FlinkClusterError(f"{start_cluster} failed ({result.returncode}):\n"
                                         f"{_tail(result.stdout + result.stderr)}\n{self.logs()}")
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
         overview = None
-        while time.monotonic() < deadline:
+        while time.monotonic() - began < timeout:
             overview = self.overview()
             if overview and overview.get("taskmanagers", 0) >= 1 and overview.get("slots-available", 0) >= 1:
                 return "started"
-            if len(self.pids()) < 2 and time.monotonic() > deadline - timeout + 5:
-                raise FlinkClusterError(f"a Flink daemon exited during start-up (live: {self.pids()}).\n"
+            # the daemons write their pid files a moment after start-cluster.sh returns
+            if time.monotonic() - began > 5 and len(self.pids()) < 2:
+                raise FlinkClusterError(f"a Flink daemon exited during start-up (live pids: {self.pids()}).\n"
                                         f"{self.logs()}")
             time.sleep(0.5)
         raise FlinkClusterError(f"the Flink cluster at {self.rest_url} did not get a TaskManager with free slots "
@@ -317,7 +319,12 @@ def flink_run(settings: StackSettings, script: Path, args: list[str], detached: 
     The file runs unchanged: its imports resolve because the project is installed (editable)
     into the interpreter given as ``-pyexec``/``-pyclientexec``; that interpreter also runs the
     job's Python workers on the TaskManager. ``flink run`` ships opt/flink-python with the job.
-    Detached, this returns once the job is submitted; attached, once the client exits.
+
+    Detached (``-d``), this returns as soon as the client prints the job id and then ends the
+    client: a job file that waits on its result (``result.wait()``, as the jobs here do) would
+    otherwise keep the client alive for the job's whole life. The job is not affected; follow it
+    with :meth:`LocalFlinkCluster.wait_for_job`. Attached, this returns when the client exits.
+    Raises FlinkClusterError with the client's output tail when it fails or prints no job id.
     """
     cluster = LocalFlinkCluster(settings)
     cluster.require()
@@ -327,19 +334,46 @@ def flink_run(settings: StackSettings, script: Path, args: list[str], detached: 
     command = [str(cluster.script("flink")), "run", "-m", cluster.address,
                "-py", str(script), "-pyexec", sys.executable, "-pyclientexec", sys.executable,
                *(["-d"] if detached else []), "--", *args]
+    lines: list[str] = []
+    # Its own session: ending the client must end its Python driver too, and nothing else.
+    proc = subprocess.Popen(command, env=cluster.environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + timeout
+    job_id = None
     try:
-        result = subprocess.run(command, env=cluster.environment(), capture_output=True, text=True,
-                                timeout=timeout, cwd=settings.flink_home.parent)
-    except subprocess.TimeoutExpired as exc:
-        output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
-        raise FlinkClusterError(f"`flink run` of {script.name} did not return within {timeout:.0f}s:\n"
-                                f"{_tail(output)}") from exc
-    output = result.stdout + "\n" + result.stderr
-    job_id = parse_job_id(output)
-    if result.returncode != 0 or job_id is None:
-        raise FlinkClusterError(f"`flink run -py {script}` failed (exit {result.returncode}"
-                                f"{', no job id printed' if job_id is None else ''}):\n{_tail(output, 60)}")
-    return job_id
+        while proc.poll() is None and time.monotonic() < deadline:
+            job_id = parse_job_id("".join(lines))
+            if detached and job_id:
+                return job_id
+            time.sleep(0.2)
+        if proc.returncode is None:
+            raise FlinkClusterError(f"`flink run` of {script.name} did not return within {timeout:.0f}s:\n"
+                                    f"{_tail(''.join(lines))}")
+        reader.join(timeout=5)
+        output = "".join(lines)
+        job_id = parse_job_id(output)
+        if proc.returncode != 0 or job_id is None:
+            raise FlinkClusterError(f"`flink run -py {script}` failed (exit {proc.returncode}"
+                                    f"{', no job id printed' if job_id is None else ''}):\n{_tail(output, 60)}")
+        return job_id
+    finally:
+        _end_session(proc)
+
+
+def _end_session(proc: subprocess.Popen) -> None:
+    """Stop a client started in its own session (SIGTERM, then SIGKILL), if it still runs."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    except ProcessLookupError:
+        pass
 
 
 # --- command line (python -m stack cluster ...) ----------------------------------------------------
@@ -358,7 +392,7 @@ def cli(argv: list[str] | None = None) -> int:
     cluster = LocalFlinkCluster(StackSettings.from_env())
     try:
         if args.action == "up":
-            print(f"flink cluster: starting ...", flush=True)
+            print("flink cluster: starting ...", flush=True)
             outcome = cluster.start(args.timeout)
             print(f"flink cluster: {outcome}, {cluster.status()}")
         elif args.action == "down":

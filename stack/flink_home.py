@@ -55,11 +55,9 @@ def render_config(settings: StackSettings, profile: str = "local") -> dict:
     overlay = FLINK_CONF_SOURCE / f"config.{profile}.yaml"
     if overlay.exists():
         config = _deep_merge(config, yaml.safe_load(overlay.read_text()) or {})
-    local = {
-        "rest": {"port": settings.flink_rest_port, "address": settings.host, "bind-address": settings.host},
-        "jobmanager": {"rpc": {"address": settings.host}, "bind-host": settings.host},
-        "taskmanager": {"host": settings.host, "bind-host": settings.host},
-        # Python workers must use the project's interpreter, not whatever `python` is on PATH.
+    # Every profile: Python workers use the project's interpreter (not whatever `python` is on PATH),
+    # and the S3 endpoint and keys come from the settings (environment), never from a file in git.
+    machine: dict = {
         "python": {"executable": sys.executable, "client": {"executable": sys.executable}},
         "s3": {
             "endpoint": settings.s3_endpoint,
@@ -67,16 +65,21 @@ def render_config(settings: StackSettings, profile: str = "local") -> dict:
             "access-key": settings.s3_access_key,
             "secret-key": settings.s3_secret_key.get_secret_value(),
         },
-        "io": {"tmp": {"dirs": str(settings.home / "flink-tmp")}},
     }
     if profile == "local":
-        local["execution"] = {
-            "checkpointing": {
+        # One machine: everything on loopback, the local s3proxy, state under VIGIL_HOME. Other
+        # profiles take addresses and storage from their overlay (config.cluster.yaml).
+        machine.update({
+            "rest": {"port": settings.flink_rest_port, "address": settings.host, "bind-address": settings.host},
+            "jobmanager": {"rpc": {"address": settings.host}, "bind-host": settings.host},
+            "taskmanager": {"host": settings.host, "bind-host": settings.host},
+            "io": {"tmp": {"dirs": str(settings.home / "flink-tmp")}},
+            "execution": {"checkpointing": {
                 "dir": (settings.home / "checkpoints").as_uri(),
                 "savepoint-dir": (settings.home / "savepoints").as_uri(),
-            }
-        }
-    return _deep_merge(config, local)
+            }},
+        })
+    return _deep_merge(config, machine)
 
 
 def build(settings: StackSettings) -> Path:

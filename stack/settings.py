@@ -15,7 +15,8 @@ class StackSettings(BaseModel):
     Environment variables (all optional): ``VIGIL_HOME`` (default ``<project>/.vigil``),
     ``VIGIL_KAFKA_PORT`` (9092), ``VIGIL_KAFKA_CONTROLLER_PORT`` (9093), ``VIGIL_S3_PORT`` (9000),
     ``VIGIL_S3_ACCESS_KEY`` / ``VIGIL_S3_SECRET_KEY``, ``VIGIL_S3_BUCKET`` (vigil),
-    ``VIGIL_MQTT_PORT`` (1883), ``VIGIL_FLINK_REST_PORT`` (8081).
+    ``VIGIL_MQTT_PORT`` (1883), ``VIGIL_FLINK_REST_PORT`` (8081), ``VIGIL_S3_ENDPOINT`` (an S3 server
+    elsewhere, e.g. http://minio:9000 in docker-compose; default: the local s3proxy).
     """
 
     home: Path = PROJECT_ROOT / ".vigil"
@@ -26,6 +27,7 @@ class StackSettings(BaseModel):
     s3_access_key: str = "vigil"
     s3_secret_key: SecretStr = SecretStr("vigil-local-secret")
     s3_bucket: str = "vigil"
+    s3_endpoint_override: str | None = None
     mqtt_port: int = Field(1883, ge=1, le=65535)
     flink_rest_port: int = Field(8081, ge=1, le=65535)
 
@@ -40,6 +42,7 @@ class StackSettings(BaseModel):
             "s3_access_key": "VIGIL_S3_ACCESS_KEY",
             "s3_secret_key": "VIGIL_S3_SECRET_KEY",
             "s3_bucket": "VIGIL_S3_BUCKET",
+            "s3_endpoint_override": "VIGIL_S3_ENDPOINT",
             "mqtt_port": "VIGIL_MQTT_PORT",
             "flink_rest_port": "VIGIL_FLINK_REST_PORT",
         }
@@ -60,4 +63,4 @@ class StackSettings(BaseModel):
 
     @property
     def s3_endpoint(self) -> str:
-        return f"http://{self.host}:{self.s3_port}"
+        return self.s3_endpoint_override or f"http://{self.host}:{self.s3_port}"

@@ -6,6 +6,7 @@ render). A missing `docker` CLI or compose v2 is a failure, not a skip.
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.util
 import json
@@ -80,6 +81,7 @@ def _compose() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
     for binary in candidates:
         if binary.is_file() and os.access(binary, os.X_OK):
             config_dir = Path(tempfile.mkdtemp(prefix="vigil-docker-config-"))
+            atexit.register(shutil.rmtree, config_dir, True)
             (config_dir / "cli-plugins").mkdir()
             (config_dir / "cli-plugins" / "docker-compose").symlink_to(binary.resolve())
             plugin_env = {**env, "DOCKER_CONFIG": str(config_dir)}
@@ -401,20 +403,36 @@ def test_flink_properties_override_and_bad_overlays_fail() -> None:
         mod.render({**CONTAINER_ENV, "FLINK_PROPERTIES": "just a string"})
 
 
+_FLINK_READ = """
+import json, sys
+from pyflink.java_gateway import get_gateway
+jvm = get_gateway().jvm
+o = jvm.org.apache.flink.configuration
+conf = o.GlobalConfiguration.loadConfiguration(sys.argv[1])
+print(json.dumps({
+    "address": conf.get(o.JobManagerOptions.ADDRESS),
+    "checkpoints": conf.get(o.CheckpointingOptions.CHECKPOINTS_DIRECTORY),
+    "backend": conf.get(o.StateBackendOptions.STATE_BACKEND),
+    "slots": conf.get(o.TaskManagerOptions.NUM_TASK_SLOTS),
+    "resources": list(conf.get(o.ExternalResourceOptions.EXTERNAL_RESOURCE_LIST)),
+    "max_backoff_s": conf.get(o.RestartStrategyOptions.RESTART_STRATEGY_EXPONENTIAL_DELAY_MAX_BACKOFF).getSeconds(),
+    "prom_port": conf.toMap().get("metrics.reporter.prom.port"),
+}))
+"""
+
+
 def test_flink_reads_the_rendered_config(tmp_path: Path) -> None:
-    """Flink's own parser accepts the flattened file, and the typed options have valid values."""
+    """Flink's own parser accepts the flattened file, and the typed options have valid values.
+
+    Runs in a subprocess: a JVM started here would lack the project's Flink home, and PyFlink
+    keeps the first JVM for the whole test session.
+    """
     mod = renderer()
     (tmp_path / "config.yaml").write_text(mod.to_yaml(mod.render({**CONTAINER_ENV, "VIGIL_FLINK_CONF_OVERLAYS": "gpu"})))
-    from pyflink.java_gateway import get_gateway
-
-    jvm = get_gateway().jvm
-    conf = jvm.org.apache.flink.configuration.GlobalConfiguration.loadConfiguration(str(tmp_path))
-    options = jvm.org.apache.flink.configuration
-    assert conf.get(options.JobManagerOptions.ADDRESS) == "jobmanager"
-    assert conf.get(options.CheckpointingOptions.CHECKPOINTS_DIRECTORY) == "s3a://vigil/checkpoints"
-    assert conf.get(options.StateBackendOptions.STATE_BACKEND) in ("hashmap", "rocksdb")
-    assert conf.get(options.TaskManagerOptions.NUM_TASK_SLOTS) == 2
-    assert list(conf.get(options.ExternalResourceOptions.EXTERNAL_RESOURCE_LIST)) == ["gpu"]
-    max_backoff = conf.get(options.RestartStrategyOptions.RESTART_STRATEGY_EXPONENTIAL_DELAY_MAX_BACKOFF)
-    assert max_backoff.getSeconds() == 60
-    assert conf.toMap().get("metrics.reporter.prom.port") == "9249"
+    env = {k: v for k, v in os.environ.items() if k not in ("FLINK_CONF_DIR",)}
+    result = subprocess.run([sys.executable, "-c", _FLINK_READ, str(tmp_path)], capture_output=True,
+                            text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = json.loads(result.stdout.strip().splitlines()[-1])
+    assert values == {"address": "jobmanager", "checkpoints": "s3a://vigil/checkpoints", "backend": "hashmap",
+                      "slots": 2, "resources": ["gpu"], "max_backoff_s": 60, "prom_port": "9249"}

@@ -101,6 +101,10 @@ class LoadedModel:
 class AnomalyScore(ScalarFunction):
     """Vectorized scoring UDF; see the module docstring for the contract."""
 
+    def is_deterministic(self) -> bool:
+        # A hot-swapped model changes the result for the same input: never constant-fold or cache it.
+        return False
+
     def __init__(self, model_uri: str | None = None, version: str | None = None, *, engine: str | None = None,
                  device: str | None = None, refresh_seconds: float | None = None,
                  s3: dict[str, str] | None = None) -> None:

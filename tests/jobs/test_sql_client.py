@@ -1,0 +1,117 @@
+"""jobs/sql/score_events.sql rendered by jobs.run_sql and run by sql-client.sh on a standalone cluster."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from connectors import schema_store
+from connectors.avro_serde import feature_columns, load_schema
+from connectors.kafka_io import AvroProducer, read_all
+from jobs import run_sql, simulate_fleet
+from stack.settings import PROJECT_ROOT
+from tests.stack.cluster_fixture import flink_cluster, free_port  # noqa: F401 - the fixture
+
+SCRIPT = PROJECT_ROOT / "jobs" / "sql" / "score_events.sql"
+
+
+def _settings(**overrides) -> run_sql.RunSqlSettings:
+    base = dict(script=SCRIPT, telemetry_topic="t", scored_topic="t.scored", model_store="/models",
+                bootstrap_servers="127.0.0.1:1")
+    return run_sql.RunSqlSettings(**{**base, **overrides})
+
+
+def test_rendered_script_declares_the_schemas_columns_and_the_models_features(stack_settings):
+    schema = load_schema()
+    features = list(reversed(feature_columns(schema)))  # the manifest's order, whatever it is, is kept
+    manifest = {"version": "v1", "features": {"names": features}}
+    values = run_sql.placeholders(_settings(bounded=True), schema, manifest, stack_settings)
+    text = run_sql.render(SCRIPT.read_text(), values)
+
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    assert not run_sql.PLACEHOLDER.search(code)
+    source_ddl = code[code.index("CREATE TEMPORARY TABLE telemetry"):code.index("kafka_partition INT")]
+    declared = re.findall(r"`(\w+)` ([A-Z0-9()]+(?: NOT NULL)?)", source_ddl)
+    assert [name for name, _ in declared] == [f["name"] for f in schema["fields"]]
+    assert dict(declared)["event_time"] == "TIMESTAMP(3) NOT NULL"
+    assert dict(declared)["failure_label"] == "STRING"  # the one nullable field
+    assert f"ANOMALY({', '.join(f'`{c}`' for c in features)})" in code
+    assert "'scan.bounded.mode' = 'latest-offset'" in code
+    assert "'key.fields' = 'vehicle_id'" in code
+
+
+def test_missing_placeholder_is_named_with_its_line():
+    with pytest.raises(ValueError, match=r"\$\{SCORED_TOPIC\} \(line 2\)"):
+        run_sql.render("-- ${COMMENTS_ARE_LEFT_ALONE}\nSELECT '${SCORED_TOPIC}';\n", {}, "x.sql")
+
+
+def test_model_missing_a_feature_of_the_topic_is_refused(stack_settings):
+    manifest = {"version": "v9", "features": {"names": ["speed_kmh", "oil_pressure_kpa"]}}
+    with pytest.raises(ValueError, match=r"model v9 needs columns \['oil_pressure_kpa'\]"):
+        run_sql.placeholders(_settings(), load_schema(), manifest, stack_settings)
+
+
+def test_job_parameters_quote_uris_for_flinks_map_syntax():
+    rendered = run_sql.job_parameters({"vigil.model.uri": "file:///m", "vigil.model.version": "latest"})
+    assert rendered == "'vigil.model.uri:''file:///m''',vigil.model.version:latest"
+
+
+def test_cluster_not_running_is_reported_with_its_address(monkeypatch, capsys):
+    port = free_port()
+    monkeypatch.setenv("VIGIL_FLINK_REST_PORT", str(port))
+    code = run_sql.main([str(SCRIPT), "--telemetry-topic", "t", "--scored-topic", "s", "--model-store", "/m"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"http://127.0.0.1:{port}" in err and "python -m stack cluster up" in err
+
+
+@pytest.mark.flink
+@pytest.mark.kafka
+def test_sql_job_scores_every_event_with_the_model(flink_cluster, trained_model, kafka_bootstrap, new_topic,
+                                                   monkeypatch, capsys):
+    store, manifest = trained_model
+    source = new_topic("telemetry")
+    scored_topic = f"{source}.scored"
+    schema = load_schema()
+    schema_store.register(kafka_bootstrap, source, schema)
+    fleet = simulate_fleet.FleetSettings(vehicles=10, events=500, seed=21, failure_rate=0.05)
+    records = list(simulate_fleet.generate(fleet))
+    with AvroProducer(kafka_bootstrap, source, schema) as producer:
+        for record in records:
+            producer.send(record, key=record["vehicle_id"])
+
+    monkeypatch.setenv("VIGIL_FLINK_REST_PORT", str(flink_cluster.settings.flink_rest_port))
+    code = run_sql.main([str(SCRIPT), "--telemetry-topic", source, "--scored-topic", scored_topic,
+                         # a file:// URI: its ':' must survive Flink's job-parameter map syntax
+                         "--model-store", Path(store).as_uri(), "--bounded",
+                         "--bootstrap-servers", kafka_bootstrap, "--group-id", f"g-{scored_topic}"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    job_id = re.search(r"submitted job ([0-9a-f]{32})", printed.out).group(1)
+    state = flink_cluster.wait_for_job(job_id, timeout=180)
+    assert state == "FINISHED", flink_cluster.job_exception(job_id)
+
+    out = [json.loads(m.value()) for m in read_all(kafka_bootstrap, scored_topic)]
+    assert len(out) == len(records)
+    assert len({(o["source_partition"], o["source_offset"]) for o in out}) == len(records)
+    assert {o["model_version"] for o in out} == {manifest["version"]}
+    assert all(o["score"] is not None for o in out)
+    threshold = float(manifest["threshold"])
+    assert all(o["is_anomaly"] == (o["score"] > threshold) for o in out)
+
+    # same scores as the UDF computes in plain Python: the features reached ANOMALY in manifest order
+    from udfs.anomaly_score import AnomalyScore
+
+    names = manifest["features"]["names"]
+    fn = AnomalyScore(store)
+    fn.open(None)
+    expected = fn.eval(*[pd.Series([r[c] for r in records]) for c in names])["score"].to_numpy()
+    # event_time is written as ISO-8601 without zone (UTC) and without trailing zeros (".86")
+    by_key = {(o["vehicle_id"], dt.datetime.fromisoformat(o["event_time"])): o["score"] for o in out}
+    got = np.array([by_key[(r["vehicle_id"], r["event_time"].replace(tzinfo=None))] for r in records])
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
