@@ -222,8 +222,8 @@ def sql_client_command(cluster: LocalFlinkCluster, rendered: Path) -> list[str]:
 
     ``-pyexec``/``-pyclientexec`` name the project's interpreter, which has the project installed
     (editable), so ``udfs.anomaly_score`` imports in the client and in the TaskManager's Python
-    workers without shipping files; ``-pyfs <project root>`` would zip and upload the whole tree,
-    virtualenv included, with every job. opt/flink-python needs no flag either: registering a
+    workers without shipping files; ``-pyfs <project root>`` would register the whole tree as a job
+    file, virtualenv and .vigil included. opt/flink-python needs no flag either: registering a
     Python function makes the table ResourceManager add that jar to the job's jars.
     """
     return [str(cluster.script("sql-client.sh")), "-f", str(rendered),

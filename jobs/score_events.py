@@ -99,7 +99,13 @@ class ScoreSettings(BaseModel):
     @classmethod
     def from_args(cls, argv: list[str] | None, prog: str = "python -m jobs.score_events",
                   doc: str | None = __doc__) -> ScoreSettings:
-        args = vars(cls.parser(prog, doc).parse_args(argv))
+        return cls.parse(cls.parser(prog, doc), argv)[0]
+
+    @classmethod
+    def parse(cls, parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[ScoreSettings, dict[str, Any]]:
+        """(settings, the job's own extra flags) from a parser made by ``parser()`` plus extras."""
+        args = vars(parser.parse_args(argv))
+        extras = {k: args.pop(k) for k in list(args) if k not in cls.model_fields and k != "pseudonym_secret_file"}
         secret_file: Path = args.pop("pseudonym_secret_file")
         secret = os.environ.get("VIGIL_PSEUDONYM_SECRET")
         if not secret:
@@ -112,7 +118,7 @@ class ScoreSettings(BaseModel):
         uses_s3 = any(str(v).startswith(("s3://", "s3a://")) for v in (args["model_store"], tier or ""))
         s3 = ({"endpoint": stack.s3_endpoint, "access_key": stack.s3_access_key,
                "secret_key": stack.s3_secret_key.get_secret_value()} if uses_s3 else None)
-        return cls(**{**args, "tier": tier}, pseudonym_secret=SecretStr(secret), s3=s3)
+        return cls(**{**args, "tier": tier}, pseudonym_secret=SecretStr(secret), s3=s3), extras
 
 
 @dataclass

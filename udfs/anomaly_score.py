@@ -98,29 +98,29 @@ class LoadedModel:
         return scores
 
 
-class AnomalyScore(ScalarFunction):
-    """Vectorized scoring UDF; see the module docstring for the contract."""
+class ModelHandle:
+    """The model a worker scores with: configured with plain values, loaded in ``open()``.
 
-    def is_deterministic(self) -> bool:
-        # A hot-swapped model changes the result for the same input: never constant-fold or cache it.
-        return False
+    Shared by the ANOMALY UDF and the DataStream job. With ``version='latest'``, ``current()``
+    looks at the store's LATEST pointer at most every ``refresh_seconds`` and swaps a newly
+    published model in; a damaged or half-published model is logged and the old one kept.
+    """
 
     def __init__(self, model_uri: str | None = None, version: str | None = None, *, engine: str | None = None,
                  device: str | None = None, refresh_seconds: float | None = None,
                  s3: dict[str, str] | None = None) -> None:
-        # Only plain, picklable values here: the function is shipped to the workers before open().
+        # Only plain, picklable values here: the handle is shipped to the workers before open().
         self.model_uri = model_uri
         self.version = version
         self.engine = engine
         self.device = device
         self.refresh_seconds = refresh_seconds
         self.s3 = s3
-        self._model: LoadedModel | None = None
+        self.model: LoadedModel | None = None
 
-    # --- lifecycle ----------------------------------------------------------------------------
-    def open(self, function_context: FunctionContext | None) -> None:
-        param = (lambda key, default: function_context.get_job_parameter(key, default)) if function_context \
-            else (lambda key, default: default)
+    def open(self, param: Any = None) -> None:
+        """Load the model; ``param(key, default)`` reads job parameters for unset options."""
+        param = param or (lambda key, default: default)
         self.model_uri = self.model_uri or param("vigil.model.uri", "")
         if not self.model_uri:
             raise ValueError("ANOMALY has no model: pass model_uri or set the job parameter vigil.model.uri")
@@ -134,7 +134,7 @@ class AnomalyScore(ScalarFunction):
         engine = (self.engine or param("vigil.scoring.engine", "auto")).lower()
         self._engine = ("tf" if device.startswith("gpu") else "numpy") if engine == "auto" else engine
         self._store = self._open_store()
-        self._model = self._load(self.version)
+        self.model = self._load(self.version)
         self._checked_at = time.monotonic()
 
     def _open_store(self) -> Any:
@@ -142,12 +142,12 @@ class AnomalyScore(ScalarFunction):
 
         settings = None
         if self.s3:
+            from pydantic import SecretStr
+
             from stack.settings import StackSettings
 
-            host_port = self.s3["endpoint"].split("://", 1)[-1]
-            host, _, port = host_port.partition(":")
-            settings = StackSettings(host=host, s3_port=int(port or 80), s3_access_key=self.s3["access_key"],
-                                     s3_secret_key=self.s3["secret_key"])
+            settings = StackSettings(s3_endpoint_override=self.s3["endpoint"], s3_access_key=self.s3["access_key"],
+                                     s3_secret_key=SecretStr(self.s3["secret_key"]))
         return ModelStore(self.model_uri, settings)
 
     def _load(self, version: str) -> LoadedModel:
@@ -156,26 +156,49 @@ class AnomalyScore(ScalarFunction):
         log.warning("ANOMALY loaded model %s from %s (%s engine)", model.version, self.model_uri, self._engine)
         return model
 
-    def _maybe_refresh(self) -> None:
-        if self.version != "latest" or self.refresh_seconds <= 0:
-            return
-        now = time.monotonic()
-        if now - self._checked_at < self.refresh_seconds:
-            return
-        self._checked_at = now
-        try:
-            latest = self._store.latest_version()
-            if latest != self._model.version:
-                self._model = self._load(latest)
-        except Exception as exc:  # a half-published or damaged new model must not stop scoring
-            log.error("ANOMALY keeps model %s: could not switch to the latest one: %s", self._model.version, exc)
+    def current(self) -> LoadedModel:
+        """The model to score the next batch with (after a LATEST check when one is due)."""
+        if self.model is None:
+            raise RuntimeError("the model handle was used before open()")
+        if self.version == "latest" and self.refresh_seconds > 0:
+            now = time.monotonic()
+            if now - self._checked_at >= self.refresh_seconds:
+                self._checked_at = now
+                try:
+                    latest = self._store.latest_version()
+                    if latest != self.model.version:
+                        self.model = self._load(latest)
+                except Exception as exc:  # a half-published or damaged new model must not stop scoring
+                    log.error("ANOMALY keeps model %s: could not switch to the latest one: %s",
+                              self.model.version, exc)
+        return self.model
 
-    # --- scoring ------------------------------------------------------------------------------
+
+class AnomalyScore(ScalarFunction):
+    """Vectorized scoring UDF; see the module docstring for the contract."""
+
+    def __init__(self, model_uri: str | None = None, version: str | None = None, **options: Any) -> None:
+        self.handle = ModelHandle(model_uri, version, **options)
+
+    @property
+    def model_uri(self) -> str | None:
+        return self.handle.model_uri
+
+    @property
+    def _model(self) -> LoadedModel | None:
+        return self.handle.model
+
+    def is_deterministic(self) -> bool:
+        # A hot-swapped model changes the result for the same input: never constant-fold or cache it.
+        return False
+
+    def open(self, function_context: FunctionContext | None) -> None:
+        self.handle.open(function_context.get_job_parameter if function_context else None)
+
     def eval(self, *columns: pd.Series) -> pd.DataFrame:
-        if self._model is None:
+        if self.handle.model is None:
             raise RuntimeError("ANOMALY.eval() called before open()")
-        self._maybe_refresh()
-        model = self._model
+        model = self.handle.current()
         if len(columns) != len(model.features):
             raise ValueError(f"ANOMALY expects {len(model.features)} feature columns {list(model.features.names)} "
                              f"(model {model.version}), got {len(columns)}")
@@ -188,7 +211,7 @@ class AnomalyScore(ScalarFunction):
                              "model_version": np.full(len(scores), model.version, dtype=object)})
 
     def close(self) -> None:
-        self._model = None
+        self.handle.model = None
 
 
 def anomaly_udf(model_uri: str | None = None, **options: Any) -> Any:

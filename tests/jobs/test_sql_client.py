@@ -92,6 +92,9 @@ def test_sql_job_scores_every_event_with_the_model(flink_cluster, trained_model,
                          "--bootstrap-servers", kafka_bootstrap, "--group-id", f"g-{scored_topic}"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
+    rendered = run_sql.rendered_path(_settings(scored_topic=scored_topic), flink_cluster.settings)
+    assert f"'topic' = '{source}'" in rendered.read_text()
+    rendered.unlink()
     job_id = re.search(r"submitted job ([0-9a-f]{32})", printed.out).group(1)
     state = flink_cluster.wait_for_job(job_id, timeout=180)
     assert state == "FINISHED", flink_cluster.job_exception(job_id)

@@ -93,3 +93,15 @@ def test_job_id_is_parsed_from_either_client():
     assert parse_job_id(f"Job has been submitted with JobID {jid}\n") == jid
     assert parse_job_id(f"[INFO] SQL update statement has been successfully submitted to the cluster:\nJob ID: {jid}\n") == jid
     assert parse_job_id("[ERROR] Could not execute SQL statement.") is None
+
+
+def test_a_port_held_by_another_program_is_refused_before_anything_starts(stack_settings):
+    import socket
+
+    with socket.socket() as other:
+        other.bind((stack_settings.host, 0))
+        other.listen()
+        cluster = LocalFlinkCluster(stack_settings.model_copy(update={"flink_rest_port": other.getsockname()[1]}))
+        with pytest.raises(FlinkClusterError, match="taken by a program that does not answer as a Flink cluster"):
+            cluster.start(timeout=5)
+        assert not cluster.pids()

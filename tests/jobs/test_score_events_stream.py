@@ -1,0 +1,90 @@
+"""The DataStream scoring job on the real broker: per-vehicle K-in-window alerts, side-output DLQ."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+from confluent_kafka import Producer
+
+from connectors import schema_store
+from connectors.avro_serde import SCHEMA_HEADER, AvroSerializer, load_schema, schema_id
+from connectors.kafka_io import read_all
+from connectors.topics import create_topic
+from jobs import score_events_stream, simulate_fleet
+from udfs.preprocess import pseudonym
+
+pytestmark = [pytest.mark.kafka, pytest.mark.flink]
+
+
+@pytest.fixture(scope="module")
+def stream_run(kafka_bootstrap, trained_model, tmp_path_factory):
+    topic = f"test.stream.{uuid.uuid4().hex[:8]}"
+    create_topic(kafka_bootstrap, topic, 3)
+    schema = load_schema()
+    schema_store.register(kafka_bootstrap, topic, schema)
+    serialize = AvroSerializer(schema)
+    header = [(SCHEMA_HEADER, schema_id(schema).encode())]
+    normal = list(simulate_fleet.generate(simulate_fleet.FleetSettings(vehicles=4, events=400, seed=8,
+                                                                       failure_rate=0.0)))
+    template = normal[200]  # a warmed-up reading
+    t0 = dt.datetime(2026, 1, 1, 0, 10, tzinfo=dt.timezone.utc)
+
+    def overheated(vehicle: str, seconds: int) -> dict:
+        return {**template, "vehicle_id": vehicle, "event_time": t0 + dt.timedelta(seconds=seconds),
+                "coolant_temp_c": 138.0, "failure_label": "coolant_overheat"}
+
+    burst = [overheated("VIN-BURST", s) for s in (0, 5, 10)]           # 3 within 60 s: one alert
+    spread = [overheated("VIN-SPREAD", s) for s in (0, 100, 200)]       # 3, but never 3 within 60 s
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "log_level": 0})
+    for event in normal + burst + spread:
+        producer.produce(topic, key=event["vehicle_id"].encode(), value=serialize(event), headers=header)
+    producer.produce(topic, key=b"VIN-BAD", value=b"\x00\x01garbage", headers=header)
+    producer.produce(topic, key=b"VIN-BAD", value=serialize({**template, "speed_kmh": 900.0}), headers=header)
+    assert producer.flush(30) == 0
+
+    secret = tmp_path_factory.mktemp("secret") / "key"
+    secret.write_text("stream-secret")
+    code = score_events_stream.main([
+        "--input", topic, "--bootstrap-servers", kafka_bootstrap, "--model-store", trained_model[0],
+        "--pseudonym-secret-file", str(secret), "--bounded", "--checkpoint-interval", "1 s",
+        "--alert-count", "3", "--alert-window", "60", "--group-id", f"g-{topic}"])
+    assert code == 0
+    return topic, len(normal) + len(burst) + len(spread), trained_model[1]
+
+
+def _read(bootstrap: str, topic: str) -> list[dict]:
+    return [json.loads(m.value()) for m in read_all(bootstrap, topic)]
+
+
+def test_every_valid_reading_is_scored_once(stream_run, kafka_bootstrap):
+    topic, good, manifest = stream_run
+    scored = _read(kafka_bootstrap, f"{topic}.stream.scored")
+    assert len(scored) == good
+    assert len({(r["source_partition"], r["source_offset"]) for r in scored}) == good
+    assert {r["model_version"] for r in scored} == {manifest["version"]}
+    assert "vehicle_id" not in scored[0]
+
+
+def test_alert_only_for_k_anomalies_within_the_window(stream_run, kafka_bootstrap):
+    topic = stream_run[0]
+    alerts = _read(kafka_bootstrap, f"{topic}.stream.alerts")
+    burst = pseudonym(b"stream-secret", "VIN-BURST")
+    spread = pseudonym(b"stream-secret", "VIN-SPREAD")
+    mine = [a for a in alerts if a["vehicle_id_pseudonym"] == burst]
+    assert len(mine) == 1
+    alert = mine[0]
+    assert alert["anomalies"] == 3 and alert["window_seconds"] == 60
+    assert [r["event_time"][11:19] for r in alert["readings"]] == ["00:10:00", "00:10:05", "00:10:10"]
+    assert all(r["score"] > stream_run[2]["threshold"] for r in alert["readings"])
+    assert alert["max_score"] == max(r["score"] for r in alert["readings"])
+    assert not [a for a in alerts if a["vehicle_id_pseudonym"] == spread]
+
+
+def test_bad_records_go_to_the_side_output_dlq(stream_run, kafka_bootstrap):
+    topic = stream_run[0]
+    dlq = _read(kafka_bootstrap, f"{topic}.stream.dlq")
+    assert sorted(d["stage"] for d in dlq) == ["undecodable", "validation_failed"]
+    assert any("speed_kmh" in d["reason"] for d in dlq)
+    assert all(d["source_topic"] == topic and d["payload"] for d in dlq)
