@@ -20,6 +20,7 @@ first reading on, so a detector can be scored per reading.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 import time
@@ -543,28 +544,34 @@ def _settings_from_args(parser: argparse.ArgumentParser, args: argparse.Namespac
         raise  # unreachable: parser.error exits
 
 
-def produce(settings: FleetSettings, bootstrap: str, topic: str, rate: float = 0.0) -> Counter[str | None]:
+def produce(settings: FleetSettings, bootstrap: str, topic: str, rate: float = 0.0, *, skip: int = 0,
+            speed: float = 1.0) -> Counter[str | None]:
     """Produce ``generate(settings)`` to ``topic``; returns the count of readings per label.
 
-    With ``rate > 0`` each record is sent when its event time comes (relative to the first), which
-    paces the stream at ``vehicles / interval_s`` events per second. Ctrl-C stops early: what was
-    sent is still delivered and counted. Raises ConnectorError when a record is not delivered.
+    With ``rate > 0`` each record is sent when its event time comes (relative to the first sent),
+    which paces the stream at ``speed * vehicles / interval_s`` events per second. ``skip`` leaves
+    out the first readings, so a later call continues an earlier one's fleet and timeline. Ctrl-C
+    stops early: what was sent is still delivered and counted. Raises ConnectorError when a record
+    is not delivered.
     """
+    if speed <= 0:
+        raise ValueError(f"speed must be > 0, got {speed}")
     from tqdm import tqdm
 
     from connectors.avro_serde import load_schema
     from connectors.kafka_io import AvroProducer
 
     counts: Counter[str | None] = Counter()
-    t0, start_ms = time.monotonic(), settings.start_ms
+    t0, start_ms = time.monotonic(), None
     every = 1 if rate > 0 else 1000
     with AvroProducer(bootstrap, topic, load_schema()) as producer, \
-            tqdm(total=settings.events, unit="ev", desc=topic, disable=None, file=sys.stderr) as bar:
+            tqdm(total=settings.events - skip, unit="ev", desc=topic, disable=None, file=sys.stderr) as bar:
         try:
-            for n, record in enumerate(generate(settings), start=1):
+            for n, record in enumerate(itertools.islice(generate(settings), skip, None), start=1):
                 ts = event_time_ms(record)
+                start_ms = ts if start_ms is None else start_ms
                 if rate > 0:
-                    ahead = (ts - start_ms) / 1000 - (time.monotonic() - t0)
+                    ahead = (ts - start_ms) / 1000 / speed - (time.monotonic() - t0)
                     if ahead > 0.002:
                         time.sleep(ahead)
                 producer.send(record, key=record["vehicle_id"], timestamp_ms=ts)
