@@ -1,6 +1,6 @@
 # Vigil — one entry point for setting up, running and testing on one machine.
 #
-#   make demo    set up everything on a fresh machine, start the services, run the main job
+#   make demo    set up everything on a fresh machine, start the services, run the main job story
 #   make test    set up everything and run the whole test suite against the real services
 #   make down    stop the services (data stays under .vigil/; `make purge` deletes it)
 
@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 VIGIL_HOME ?= $(CURDIR)/.vigil
 export VIGIL_HOME
 
-.PHONY: setup up down purge status demo test test-fast lock
+.PHONY: setup up down purge status demo test test-fast bench lock
 
 # --- setup: Python environment + Java parts + Flink home (idempotent, stamps skip done work) ---
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -39,16 +39,9 @@ purge:
 status:
 	$(PY) -m stack status
 
-# --- the main job on the local default ---
-DEMO_TOPIC ?= telemetry
-DEMO_VEHICLES ?= 20
-DEMO_EVENTS ?= 12000
-
+# --- the main job on the local default: simulate -> train from Kafka -> score -> summary ---
 demo: up
-	$(PY) -m jobs.simulate_fleet --topic $(DEMO_TOPIC) --vehicles $(DEMO_VEHICLES) --events $(DEMO_EVENTS)
-	$(PY) -m jobs.enrich_telemetry --input $(DEMO_TOPIC) --output $(DEMO_TOPIC).enriched --bounded
-	$(PY) -m connectors.topics describe $(DEMO_TOPIC).enriched
-	$(PY) -m connectors.topics peek $(DEMO_TOPIC).enriched --count 3
+	$(PY) -m jobs.run_demo
 	@echo "Services keep running (Kafka $${VIGIL_KAFKA_PORT:-9092}, S3 $${VIGIL_S3_PORT:-9000}); stop them with: make down"
 
 # --- tests: everything, against the real broker, S3 server and Flink mini-cluster ---
@@ -57,6 +50,11 @@ test: up
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not kafka and not flink and not s3"
+
+bench: up
+	$(PY) -m benchmarks.score_function
+	$(PY) -m benchmarks.validation_cost
+	$(PY) -m benchmarks.pipeline
 
 lock:
 	rm -rf /tmp/vigil-lock && $(PYTHON_BOOT) -m venv /tmp/vigil-lock

@@ -87,11 +87,14 @@ class ScoreVehicle(KeyedProcessFunction):
         descriptor = ListStateDescriptor("recent_anomalies", Types.PICKLED_BYTE_ARRAY())
         descriptor.enable_time_to_live(ttl)
         self._recent = runtime_context.get_list_state(descriptor)
+        from udfs import metrics
+
         group = runtime_context.get_metrics_group().add_group("vigil")
         self._scored = group.counter("events_scored")
         self._anomalies = group.counter("anomalies")
         self._dead = group.counter("dead_letters")
         self._alerts = group.counter("alerts")
+        self._version_info = metrics.ModelVersionInfo(group)
 
     def _dead_letter(self, row: Any, reason: str, model_version: str | None = None) -> tuple[OutputTag, str]:
         self._dead.inc()
@@ -121,6 +124,7 @@ class ScoreVehicle(KeyedProcessFunction):
                 yield self._dead_letter(row, f"validation_failed: {failed}")
                 return
         model = self.handle.current()
+        self._version_info.set(model.version)
         x = frame[list(model.features.names)].to_numpy(dtype=np.float64, na_value=np.nan)
         score = float(model.score(x)[0])
         if np.isnan(score):

@@ -5,6 +5,7 @@
     python -m stack status
     python -m stack down [--purge]   # --purge also deletes all data under VIGIL_HOME
     python -m stack env              # shell exports for flink / sql-client.sh
+    python -m stack cluster up|down|status|jobs   # the local Flink standalone cluster
 """
 from __future__ import annotations
 
@@ -44,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--purge", action="store_true", help="also delete all data under VIGIL_HOME")
     sub.add_parser("status", help="show which services answer")
     sub.add_parser("env", help="print shell exports for flink and sql-client.sh")
+    sub.add_parser("cluster", help="the local Flink standalone cluster: up, down, status, jobs")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cluster"]:  # its own sub-commands and flags: stack/flink_cluster.py
+        from stack.flink_cluster import cli
+
+        return cli(argv[1:])
     args = parser.parse_args(argv)
     settings = StackSettings.from_env()
 
@@ -72,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"{name}: {outcome}, {service.address}", flush=True)
     elif args.command == "down":
+        from stack.flink_cluster import LocalFlinkCluster
+
+        if LocalFlinkCluster(settings).stop():
+            print("flink cluster: stopped")
         for name, cls in SERVICES.items():
             stopped = cls(settings).stop()
             print(f"{name}: {'stopped' if stopped else 'not running'}")
@@ -87,20 +98,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export {key}={shlex.quote(value)}")
         print(f"export PATH={shlex.quote(str(settings.flink_home / 'bin'))}:\"$PATH\"")
     return 0
-
-
-# --- `python -m stack cluster up|down|status|jobs`: the local Flink standalone cluster -----------
-# (stack/flink_cluster.py; kept as a wrapper so the commands above stay as they are)
-_main_without_cluster = main
-
-
-def main(argv: list[str] | None = None) -> int:  # noqa: F811
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["cluster"]:
-        from stack.flink_cluster import cli
-
-        return cli(args[1:])
-    return _main_without_cluster(argv)
 
 
 if __name__ == "__main__":

@@ -193,22 +193,44 @@ class AnomalyScore(ScalarFunction):
         return False
 
     def open(self, function_context: FunctionContext | None) -> None:
+        from udfs import metrics
+
         self.handle.open(function_context.get_job_parameter if function_context else None)
+        group = metrics.group(function_context)
+        self._scored = metrics.counter(group, "events_scored")
+        self._anomalies = metrics.counter(group, "anomalies")
+        self._version_info = metrics.ModelVersionInfo(group)
+        self._last = {"p50": 0.0, "p99": 0.0, "latency_ms": 0.0}
+        metrics.gauge(group, "score_p50", lambda: self._last["p50"] * 1_000_000)
+        metrics.gauge(group, "score_p99", lambda: self._last["p99"] * 1_000_000)
+        # wall time of the latest batch's model call (event-to-score latency: benchmarks/pipeline.py)
+        metrics.gauge(group, "scoring_latency_ms", lambda: round(self._last["latency_ms"]))
 
     def eval(self, *columns: pd.Series) -> pd.DataFrame:
         if self.handle.model is None:
             raise RuntimeError("ANOMALY.eval() called before open()")
+        started = time.perf_counter()
         model = self.handle.current()
+        self._version_info.set(model.version)
         if len(columns) != len(model.features):
             raise ValueError(f"ANOMALY expects {len(model.features)} feature columns {list(model.features.names)} "
                              f"(model {model.version}), got {len(columns)}")
         x = np.column_stack([pd.to_numeric(c, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
                              for c in columns])
         scores = model.score(x)
+        self._observe(scores, model.threshold, started)
         # object dtype with None: PyFlink's Arrow writer rejects pandas' nullable "boolean" arrays
         flags = np.where(np.isnan(scores), None, scores > model.threshold).astype(object)
         return pd.DataFrame({"score": scores, "is_anomaly": flags,
                              "model_version": np.full(len(scores), model.version, dtype=object)})
+
+    def _observe(self, scores: np.ndarray, threshold: float, started: float) -> None:
+        valid = scores[~np.isnan(scores)]
+        if len(valid):
+            self._scored.inc(len(valid))
+            self._anomalies.inc(int((valid > threshold).sum()))
+            self._last["p50"], self._last["p99"] = np.quantile(valid, [0.5, 0.99])
+        self._last["latency_ms"] = (time.perf_counter() - started) * 1000
 
     def close(self) -> None:
         self.handle.model = None

@@ -69,6 +69,9 @@ class DecodeTelemetry(ScalarFunction):
         self._feature_idx = [self._names.index(f) for f in self._features]
         self._timestamps = [f["name"] for f in self.schema["fields"] if field_type(f)[2] == "timestamp-millis"]
         self._cache: dict[str, str] = {}
+        from udfs import metrics
+
+        self._dead = metrics.counter(metrics.group(function_context), "dead_letters")
 
     def _pseudonym(self, entity: str) -> str:
         value = self._cache.get(entity)
@@ -121,6 +124,7 @@ class DecodeTelemetry(ScalarFunction):
             frame[col] = pd.to_datetime(frame[col], utc=True).dt.tz_localize(None)
         frame.columns = self._out
         frame["error"] = pd.Series(errors, dtype=object)
+        self._dead.inc(sum(e is not None for e in errors))
         return frame
 
 

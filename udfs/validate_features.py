@@ -407,7 +407,10 @@ class ValidateFeatures(ScalarFunction):
         self._validator: SuiteValidator | None = None
 
     def open(self, function_context: FunctionContext | None) -> None:
+        from udfs import metrics
+
         self._validator = SuiteValidator(self.suite, self.engine)
+        self._dead = metrics.counter(metrics.group(function_context), "dead_letters")
         log.info("VALIDATE uses suite %r (%d expectations, %s engine)", self._validator.name,
                  len(self._validator._expectations), self.engine)
 
@@ -420,7 +423,12 @@ class ValidateFeatures(ScalarFunction):
         if any(len(c) != rows for c in columns):
             raise ValueError(f"VALIDATE got columns of different lengths {[len(c) for c in columns]}")
         # object dtype with None: PyFlink's Arrow writer rejects pandas' nullable string arrays
-        return pd.Series(self._validator.judge(dict(zip(self.columns, columns)), rows), dtype=object)
+        result = pd.Series(self._validator.judge(dict(zip(self.columns, columns)), rows), dtype=object)
+        if rows:
+            # rows whose every input is null were undecodable: DecodeTelemetry counted them already
+            decoded = ~np.logical_and.reduce([c.isna().to_numpy() for c in columns]) if columns else np.ones(rows, bool)
+            self._dead.inc(int((result.notna().to_numpy() & decoded).sum()))
+        return result
 
     def close(self) -> None:
         self._validator = None

@@ -1,0 +1,73 @@
+"""The vigil metric group: what each UDF reports per batch (a recording metric group stands in for
+the worker's; the names are the contract in docs/cluster.md)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from udfs.anomaly_score import AnomalyScore
+from udfs.preprocess import DecodeTelemetry
+from tests.trained_model import simulated_frame
+
+
+class Recorder:
+    """Records counters and gauges the way Flink's MetricGroup API is called."""
+
+    def __init__(self, path: str = "") -> None:
+        self.path, self.counters, self.gauges, self.children = path, {}, {}, {}
+
+    def add_group(self, name: str, value: str | None = None) -> "Recorder":
+        key = f"{name}={value}" if value is not None else name
+        return self.children.setdefault(key, Recorder(f"{self.path}/{key}"))
+
+    def counter(self, name: str):
+        rec = self
+
+        class C:
+            def inc(self, n: int = 1) -> None:
+                rec.counters[name] = rec.counters.get(name, 0) + n
+
+        return C()
+
+    def gauge(self, name: str, fn) -> None:
+        self.gauges[name] = fn
+
+
+class Context:
+    def __init__(self) -> None:
+        self.metrics = Recorder()
+
+    def get_metric_group(self) -> Recorder:
+        return self.metrics
+
+    def get_job_parameter(self, key: str, default: str) -> str:
+        return default
+
+
+def test_anomaly_reports_scored_anomalies_quantiles_latency_and_version(trained_model):
+    uri, manifest = trained_model
+    ctx = Context()
+    fn = AnomalyScore(uri)
+    fn.open(ctx)
+    frame = simulated_frame(events=1000, seed=4, failure_rate=0.05)
+    cols = [frame[c] for c in manifest["features"]["names"]]
+    cols[0] = cols[0].copy()
+    cols[0].iloc[0] = np.nan
+    out = fn.eval(*cols)
+    vigil = ctx.metrics.children["vigil"]
+    assert vigil.counters["events_scored"] == 999
+    assert vigil.counters["anomalies"] == int(out["is_anomaly"].fillna(False).sum())
+    assert vigil.gauges["score_p50"]() == int(np.nanmedian(out["score"]) * 1_000_000)
+    assert vigil.gauges["score_p99"]() > vigil.gauges["score_p50"]()
+    assert isinstance(vigil.gauges["scoring_latency_ms"](), int)
+    assert vigil.children[f"model_version={manifest['version']}"].gauges["info"]() == 1
+
+
+def test_decode_counts_dead_letters():
+    from connectors.avro_serde import load_schema
+
+    ctx = Context()
+    fn = DecodeTelemetry(load_schema(), b"k")
+    fn.open(ctx)
+    fn.eval(pd.Series([b"\x00", b"garbage!", None], dtype=object))
+    assert ctx.metrics.children["vigil"].counters["dead_letters"] == 3
