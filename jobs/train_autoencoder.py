@@ -203,17 +203,18 @@ def plot_report(path: Path, history: dict[str, list[float]], val_scores: np.ndar
     floor = 1e-4
     bins = np.logspace(np.log10(max(floor, min(val_scores.min(), eval_scores.min() if len(eval_scores) else 1))),
                        np.log10(max(val_scores.max(), eval_scores.max() if len(eval_scores) else 1) + floor), 60)
-    ax_hist.hist(np.maximum(val_scores, floor), bins=bins, alpha=0.6, label="validation (normal)", density=True)
+    # counts on a log axis: the few labelled failures stay visible next to thousands of normal rows
+    ax_hist.hist(np.maximum(val_scores, floor), bins=bins, alpha=0.6, label="validation (normal)")
     if eval_labels is not None and eval_labels.notna().any():
         failing = eval_labels.notna().to_numpy()
-        ax_hist.hist(np.maximum(eval_scores[~failing], floor), bins=bins, alpha=0.5, density=True,
-                     label="evaluation, normal")
-        ax_hist.hist(np.maximum(eval_scores[failing], floor), bins=bins, alpha=0.6, density=True,
+        ax_hist.hist(np.maximum(eval_scores[~failing], floor), bins=bins, alpha=0.5, label="evaluation, normal")
+        ax_hist.hist(np.maximum(eval_scores[failing], floor), bins=bins, alpha=0.7,
                      label="evaluation, labelled failures")
     elif len(eval_scores):
-        ax_hist.hist(np.maximum(eval_scores, floor), bins=bins, alpha=0.5, density=True, label="evaluation")
+        ax_hist.hist(np.maximum(eval_scores, floor), bins=bins, alpha=0.5, label="evaluation")
     ax_hist.axvline(threshold, color="crimson", linestyle="--", label=f"threshold {threshold:.3g}")
-    ax_hist.set(xscale="log", xlabel="reconstruction error", ylabel="density", title="Reconstruction error")
+    ax_hist.set(xscale="log", yscale="log", xlabel="reconstruction error", ylabel="readings",
+                title="Reconstruction error")
     ax_hist.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
