@@ -25,10 +25,20 @@ $(VIGIL_HOME)/.stack-ready: $(VENV)/.installed $(wildcard stack/maven/*/pom.xml)
 	$(PY) -m stack setup
 	@touch $@
 
-setup: $(VIGIL_HOME)/.stack-ready
+# Mosquitto comes from Debian's package (the only place it is published): root or sudo needed once.
+$(VIGIL_HOME)/.mosquitto:
+	@if ! command -v mosquitto >/dev/null && ! test -x /usr/sbin/mosquitto; then \
+	  echo "installing mosquitto (Debian package) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto >/dev/null \
+	    || { echo "error: could not install mosquitto; install it with: sudo apt-get install mosquitto" >&2; exit 1; }; \
+	fi
+	@mkdir -p $(VIGIL_HOME) && touch $@
+
+setup: $(VIGIL_HOME)/.stack-ready $(VIGIL_HOME)/.mosquitto
 
 up: setup
-	$(PY) -m stack up kafka s3
+	$(PY) -m stack up kafka s3 mosquitto
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m stack down; fi

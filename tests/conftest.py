@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from stack import flink_home
-from stack.services import KafkaBroker, S3Server, ServiceError
+from stack.services import KafkaBroker, Mosquitto, S3Server, ServiceError
 from stack.settings import StackSettings
 
 
@@ -39,6 +39,13 @@ def kafka_bootstrap(stack_settings: StackSettings) -> str:
 def s3_settings(stack_settings: StackSettings) -> StackSettings:
     """Settings of the real local S3 server (s3proxy, started if not running) with its bucket."""
     _start(S3Server(stack_settings))
+    return stack_settings
+
+
+@pytest.fixture(scope="session")
+def mqtt_settings(stack_settings: StackSettings) -> StackSettings:
+    """Settings of the real local Mosquitto broker (started if not running)."""
+    _start(Mosquitto(stack_settings))
     return stack_settings
 
 

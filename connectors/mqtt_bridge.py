@@ -1,0 +1,222 @@
+"""MQTT devices -> Kafka: bridge JSON readings from an MQTT broker into the Avro telemetry topic.
+
+    python -m connectors.mqtt_bridge --mqtt-topic 'vigil/telemetry/#' --topic telemetry
+
+Devices publish one JSON object per reading (the telemetry schema's fields; ``event_time`` as ISO
+8601 or epoch milliseconds; ``vehicle_id`` may be left out when the MQTT topic ends with it, as
+in ``vigil/telemetry/VIN-00042``). Each reading is converted with the topic's Avro schema and
+produced keyed by vehicle. Nothing is lost silently:
+
+* subscriptions use QoS 1 and each MQTT message is acknowledged only after Kafka confirmed the
+  delivery (paho's manual acks), so a bridge that dies re-receives what it had not delivered;
+* a message that is not a valid reading goes to ``<topic>.mqtt-dlq`` as JSON with the reason,
+  the MQTT topic and the original payload (base64), and is then acknowledged.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import Producer
+from pydantic import BaseModel, Field
+
+from connectors import schema_store
+from connectors.avro_serde import SCHEMA_HEADER, AvroSerializer, field_type, load_schema, roles, schema_id
+from connectors.errors import ConnectorError
+from connectors.kafka_io import _QUIET, check_broker
+from connectors.topics import create_topic
+
+
+class BridgeSettings(BaseModel):
+    """Where to read (MQTT) and write (Kafka); see ``--help``."""
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    mqtt_topic: str = "vigil/telemetry/#"
+    client_id: str = "vigil-mqtt-bridge"
+    bootstrap_servers: str
+    topic: str = "telemetry"
+    partitions: int = Field(3, ge=1)
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.mqtt-dlq"
+
+
+def to_record(payload: bytes, mqtt_topic: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """One JSON reading -> a record of ``schema``; ValueError says what is wrong with it."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    entity = roles(schema)["entity"]
+    if entity and entity not in data and "/" in mqtt_topic:
+        data[entity] = mqtt_topic.rsplit("/", 1)[1]
+    record: dict[str, Any] = {}
+    for field in schema["fields"]:
+        name = field["name"]
+        base, nullable, logical = field_type(field)
+        if name not in data or data[name] is None:
+            if nullable:
+                record[name] = None
+                continue
+            raise ValueError(f"missing field {name!r}")
+        value = data[name]
+        if logical == "timestamp-millis":
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=value)
+            else:
+                try:
+                    value = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+                except ValueError:
+                    raise ValueError(f"{name}: cannot parse time {value!r}") from None
+                value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        elif base in ("double", "float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name}: expected a number, got {value!r}")
+            value = float(value)
+        elif base in ("int", "long"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name}: expected an integer, got {value!r}")
+        elif base == "string":
+            value = str(value)
+        record[name] = value
+    return record
+
+
+class MqttBridge:
+    """Subscribe, convert, produce, acknowledge. ``run()`` blocks until ``stop()`` or a limit."""
+
+    def __init__(self, settings: BridgeSettings) -> None:
+        self.settings = settings
+        self.forwarded = 0
+        self.dead_letters = 0
+        self._stop = threading.Event()
+        self._error: str | None = None
+
+    def prepare(self) -> dict[str, Any]:
+        """Check Kafka, create the topics, and use (or register) the topic's schema."""
+        s = self.settings
+        check_broker(s.bootstrap_servers)
+        create_topic(s.bootstrap_servers, s.topic, s.partitions)
+        create_topic(s.bootstrap_servers, s.dlq_topic, 1)
+        schema = schema_store.lookup(s.bootstrap_servers, s.topic)
+        if schema is None:
+            schema = load_schema()
+            schema_store.register(s.bootstrap_servers, s.topic, schema)
+        return schema
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, max_messages: int | None = None, ready: threading.Event | None = None) -> None:
+        import paho.mqtt.client as mqtt
+
+        s = self.settings
+        schema = self.prepare()
+        serialize = AvroSerializer(schema)
+        headers = [(SCHEMA_HEADER, schema_id(schema).encode())]
+        entity = roles(schema)["entity"]
+        time_col = roles(schema)["time"]
+        producer = Producer({"bootstrap.servers": s.bootstrap_servers, "enable.idempotence": True,
+                             "acks": "all", "linger.ms": 5, **_QUIET})
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id, clean_session=False,
+                             manual_ack=True)
+        handled = [0]
+
+        def acked(mid: int, qos: int):
+            def on_delivery(err: Any, _msg: Any) -> None:
+                if err is not None:
+                    self._error = f"Kafka refused a record: {err}"  # not acked: the broker redelivers
+                    self._stop.set()
+                    return
+                client.ack(mid, qos)
+                handled[0] += 1
+                if max_messages is not None and handled[0] >= max_messages:
+                    self._stop.set()
+            return on_delivery
+
+        def on_message(_client: Any, _userdata: Any, msg: Any) -> None:
+            try:
+                record = to_record(msg.payload, msg.topic, schema)
+                value = serialize(record)
+            except ValueError as exc:
+                self.dead_letters += 1
+                letter = json.dumps({"reason": f"invalid_reading: {exc}", "mqtt_topic": msg.topic,
+                                     "payload": base64.b64encode(msg.payload).decode(),
+                                     "received_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+                producer.produce(s.dlq_topic, value=letter.encode(), on_delivery=acked(msg.mid, msg.qos))
+                return
+            self.forwarded += 1
+            ts = int(record[time_col].timestamp() * 1000) if time_col else None
+            producer.produce(s.topic, key=str(record[entity]).encode() if entity else None, value=value,
+                             headers=headers, timestamp=ts or 0, on_delivery=acked(msg.mid, msg.qos))
+
+        def on_connect(_client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+            if reason.is_failure:
+                self._error = f"MQTT broker at {s.mqtt_host}:{s.mqtt_port} refused the connection: {reason}"
+                self._stop.set()
+                return
+            client.subscribe(s.mqtt_topic, qos=1)
+
+        def on_subscribe(*_args: Any) -> None:
+            if ready is not None:
+                ready.set()
+
+        client.on_connect, client.on_message, client.on_subscribe = on_connect, on_message, on_subscribe
+        try:
+            client.connect(s.mqtt_host, s.mqtt_port, keepalive=30)
+        except OSError as exc:
+            raise ConnectorError(f"no MQTT broker answers at {s.mqtt_host}:{s.mqtt_port} ({exc}); "
+                                 f"start the local one with `python -m stack up mosquitto`") from exc
+        client.loop_start()
+        try:
+            while not self._stop.is_set():
+                producer.poll(0.1)
+        finally:
+            client.loop_stop()
+            producer.flush(30)
+            client.disconnect()
+        if self._error:
+            raise ConnectorError(self._error)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from stack.settings import StackSettings
+
+    stack = StackSettings.from_env()
+    p = argparse.ArgumentParser(prog="python -m connectors.mqtt_bridge", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mqtt-host", default=stack.host)
+    p.add_argument("--mqtt-port", type=int, default=stack.mqtt_port)
+    p.add_argument("--mqtt-topic", default="vigil/telemetry/#")
+    p.add_argument("--client-id", default="vigil-mqtt-bridge")
+    p.add_argument("--bootstrap-servers", default=stack.bootstrap_servers)
+    p.add_argument("--topic", default="telemetry")
+    p.add_argument("--max-messages", type=int, default=None, help="stop after this many (default: run until Ctrl-C)")
+    args = vars(p.parse_args(argv))
+    limit = args.pop("max_messages")
+    bridge = MqttBridge(BridgeSettings(**args))
+    started = time.monotonic()
+    try:
+        bridge.run(max_messages=limit)
+    except KeyboardInterrupt:
+        bridge.stop()
+    except ConnectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"forwarded {bridge.forwarded} readings to {args['topic']!r}, {bridge.dead_letters} to "
+          f"{args['topic']}.mqtt-dlq in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
