@@ -33,7 +33,21 @@ def load_configuration(overrides: dict[str, Any] | None = None) -> Configuration
         config.set_string("rest.bind-port", f"{port + 1}-{port + 50}")
     for key, value in (overrides or {}).items():
         config.set_string(key, str(value).lower() if isinstance(value, bool) else str(value))
+    if "PYFLINK_GATEWAY_PORT" not in os.environ:
+        _load_filesystem_plugins(config)
     return config
+
+
+def _load_filesystem_plugins(config: Configuration) -> None:
+    """Make the embedded mini-cluster see plugins/ (s3a:// via flink-s3-fs-hadoop) and the S3 keys.
+
+    A standalone cluster's processes do this at start-up; PyFlink's in-process mini-cluster does
+    not, and s3a:// paths would fail with UnsupportedFileSystemSchemeException.
+    """
+    jvm = get_gateway().jvm
+    j_conf = config._j_configuration
+    plugins = jvm.org.apache.flink.core.plugin.PluginUtils.createPluginManagerFromRootFolder(j_conf)
+    jvm.org.apache.flink.core.fs.FileSystem.initialize(j_conf, plugins)
 
 
 def table_environment(*, streaming: bool = True, **overrides: Any) -> TableEnvironment:

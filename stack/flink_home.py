@@ -64,6 +64,10 @@ def render_config(settings: StackSettings, profile: str = "local") -> dict:
             "path.style.access": True,
             "access-key": settings.s3_access_key,
             "secret-key": settings.s3_secret_key.get_secret_value(),
+            # Only these keys, and a fixed region: otherwise S3A walks its credential and region
+            # chains, which probe the cloud metadata address and stall for minutes off-cloud.
+            "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+            "endpoint.region": "us-east-1",
         },
     }
     if profile == "local":

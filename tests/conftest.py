@@ -5,6 +5,7 @@ Each test gets its own topic names, so tests never see each other's records.
 """
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Callable
@@ -14,6 +15,21 @@ import pytest
 from stack import flink_home
 from stack.services import KafkaBroker, Mosquitto, S3Server, ServiceError
 from stack.settings import StackSettings
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Undo environment changes a test leaves behind.
+
+    PyFlink runs local jobs' Python workers inside this process ("loopback" mode), and its worker
+    pool copies the job's environment into os.environ (PYFLINK_GATEWAY_DISABLED, FLINK_CONF_DIR,
+    ...); without this, one test's job would configure the next test's JVM or subprocesses.
+    """
+    saved = dict(os.environ)
+    yield
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

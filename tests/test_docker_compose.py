@@ -429,7 +429,9 @@ def test_flink_reads_the_rendered_config(tmp_path: Path) -> None:
     """
     mod = renderer()
     (tmp_path / "config.yaml").write_text(mod.to_yaml(mod.render({**CONTAINER_ENV, "VIGIL_FLINK_CONF_OVERLAYS": "gpu"})))
-    env = {k: v for k, v in os.environ.items() if k not in ("FLINK_CONF_DIR",)}
+    # a fresh JVM: none of this process's Flink/PyFlink variables (PyFlink's in-process workers
+    # leave PYFLINK_GATEWAY_DISABLED behind after a local job)
+    env = {k: v for k, v in os.environ.items() if k != "FLINK_CONF_DIR" and not k.startswith("PYFLINK_")}
     result = subprocess.run([sys.executable, "-c", _FLINK_READ, str(tmp_path)], capture_output=True,
                             text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
