@@ -56,18 +56,29 @@ class DecodeTelemetry(ScalarFunction):
         return f"DecodeTelemetry(schema={self.schema.get('name')!r})"
 
     def open(self, function_context: FunctionContext | None) -> None:
-        from connectors.avro_serde import AvroDeserializer, feature_columns, field_type, roles, schema_id
+        import pyarrow as pa
 
-        self._decode = AvroDeserializer(self.schema)
+        from connectors.avro_serde import AvroDeserializer, feature_columns, field_type, roles, schema_id
+        # Timestamps are read as their raw epoch millis (the logical type dropped from the reader
+        # schema) and converted column-wise: building a datetime per record costs more than decoding it.
+        self._timestamps = [f["name"] for f in self.schema["fields"] if field_type(f)[2] == "timestamp-millis"]
+        def raw(t: Any) -> Any:
+            return [raw(x) for x in t] if isinstance(t, list) else (t["type"] if isinstance(t, dict) else t)
+
+        reader = {**self.schema, "fields": [{**f, "type": raw(f["type"])} if f["name"] in self._timestamps else f
+                                            for f in self.schema["fields"]]}
+        self._decode = AvroDeserializer(reader)
         self._schema_id = schema_id(self.schema)
+        self._schema_header = self._schema_id.encode()
         role = roles(self.schema)
         self._entity = role["entity"]
-        self._time = role["time"]
         self._names = [f["name"] for f in self.schema["fields"]]
         self._out = [name for name, _ in output_columns(self.schema)][:-1]
         self._features = feature_columns(self.schema)
-        self._feature_idx = [self._names.index(f) for f in self._features]
-        self._timestamps = [f["name"] for f in self.schema["fields"] if field_type(f)[2] == "timestamp-millis"]
+        # The Arrow type of each decoded column, so a batch becomes columns in one C call.
+        arrow_of = {"string": pa.string(), "double": pa.float64(), "float": pa.float32(), "int": pa.int32(),
+                    "long": pa.int64(), "boolean": pa.bool_(), "bytes": pa.binary()}
+        self._arrow_schema = pa.schema([(f["name"], arrow_of[field_type(f)[0]]) for f in self.schema["fields"]])
         self._cache: dict[str, str] = {}
         from udfs import metrics
 
@@ -83,45 +94,48 @@ class DecodeTelemetry(ScalarFunction):
 
     def eval(self, payloads: pd.Series, schema_ids: pd.Series | None = None) -> pd.DataFrame:
         """``schema_ids``: the ``vigil.schema`` header of each record (bytes or None), if known."""
-        rows: list[list[Any]] = []
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        records: list[dict[str, Any]] = []
         errors: list[str | None] = []
-        empty = [None] * len(self._names)
         headers = schema_ids if schema_ids is not None else [None] * len(payloads)
+        decode, expected = self._decode, self._schema_header
         for payload, header in zip(payloads, headers):
             if payload is None:
-                rows.append(empty)
+                records.append({})
                 errors.append("undecodable: empty payload")
                 continue
-            if header is not None and bytes(header).decode(errors="replace") != self._schema_id:
-                rows.append(empty)
+            if header is not None and header != expected and bytes(header) != expected:
+                records.append({})
                 errors.append(f"undecodable: written with schema {bytes(header).decode(errors='replace')}, "
                               f"this job reads {self._schema_id}")
                 continue
             try:
-                record = self._decode(bytes(payload))
+                records.append(decode(bytes(payload)))
             except ValueError as exc:  # DecodeError
-                rows.append(empty)
+                records.append({})
                 errors.append(f"undecodable: {exc}"[:500])
                 continue
-            rows.append([record[n] for n in self._names])
             errors.append(None)
-        frame = pd.DataFrame(rows, columns=self._names)
-        ok = np.array([e is None for e in errors])
-        if len(frame) and self._features:
+        # Records that failed to decode are empty dicts: every column null for them.
+        table = pa.Table.from_pylist(records, schema=self._arrow_schema)
+        if self._features and table.num_rows:
             # Null (absent) values are the expectation suite's business; NaN and inf are impossible.
-            # Look at the decoded objects: pandas would turn None into NaN and hide the difference.
-            raw = np.array(rows, dtype=object)[:, self._feature_idx]
-            present = raw != None  # noqa: E711 - elementwise on an object array
-            values = np.where(present, raw, np.nan).astype(np.float64)
-            bad = present & ~np.isfinite(values)
-            for i in np.flatnonzero(bad.any(axis=1) & ok):
-                cols = [f"{self._features[j]}={values[i, j]}" for j in np.flatnonzero(bad[i])]
-                errors[i] = "impossible_value: " + ", ".join(cols)
+            # Arrow keeps null and NaN apart (pandas would turn None into NaN and hide the difference).
+            bad_cols = {f: pc.fill_null(pc.invert(pc.is_finite(table.column(f))), False).to_numpy(zero_copy_only=False)
+                        for f in self._features}
+            bad = np.column_stack(list(bad_cols.values()))
+            for i in np.flatnonzero(bad.any(axis=1)):
+                if errors[i] is None:
+                    cols = [f"{f}={table.column(f)[i].as_py()}" for f, b in bad_cols.items() if b[i]]
+                    errors[i] = "impossible_value: " + ", ".join(cols)
+        frame = table.to_pandas()
         if self._entity:
-            frame[self._entity] = [None if e is None else self._pseudonym(str(e)) for e in frame[self._entity]]
-        for col in self._timestamps:
+            frame[self._entity] = [None if e is None else self._pseudonym(e) for e in frame[self._entity]]
+        for name in self._timestamps:
             # Arrow needs naive UTC datetimes for TIMESTAMP(3)
-            frame[col] = pd.to_datetime(frame[col], utc=True).dt.tz_localize(None)
+            frame[name] = pd.to_datetime(frame[name], unit="ms")
         frame.columns = self._out
         frame["error"] = pd.Series(errors, dtype=object)
         self._dead.inc(sum(e is not None for e in errors))
