@@ -59,9 +59,11 @@ class DecodeTelemetry(ScalarFunction):
         import pyarrow as pa
 
         from connectors.avro_serde import AvroDeserializer, feature_columns, field_type, roles, schema_id
+
         # Timestamps are read as their raw epoch millis (the logical type dropped from the reader
         # schema) and converted column-wise: building a datetime per record costs more than decoding it.
         self._timestamps = [f["name"] for f in self.schema["fields"] if field_type(f)[2] == "timestamp-millis"]
+
         def raw(t: Any) -> Any:
             return [raw(x) for x in t] if isinstance(t, list) else (t["type"] if isinstance(t, dict) else t)
 
@@ -132,7 +134,7 @@ class DecodeTelemetry(ScalarFunction):
                     errors[i] = "impossible_value: " + ", ".join(cols)
         frame = table.to_pandas()
         if self._entity:
-            frame[self._entity] = [None if e is None else self._pseudonym(e) for e in frame[self._entity]]
+            frame[self._entity] = [None if e is None else self._pseudonym(str(e)) for e in frame[self._entity]]
         for name in self._timestamps:
             # Arrow needs naive UTC datetimes for TIMESTAMP(3)
             frame[name] = pd.to_datetime(frame[name], unit="ms")

@@ -74,3 +74,20 @@ def test_hot_swap_picks_up_a_newly_published_model(trained_model, tmp_path):
     time.sleep(0.05)
     out = fn.eval(*cols)
     assert set(out["model_version"]) == {newer["version"]}
+
+
+def test_device_selection_falls_back_to_the_cpu_and_says_so_once(monkeypatch, caplog):
+    """A worker that sees no GPU: 'auto' and 'gpu:N' fall back to the CPU, logged once."""
+    import tensorflow as tf
+
+    from udfs import anomaly_score
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(anomaly_score, "_device_logged", False)
+    with caplog.at_level("WARNING", logger=anomaly_score.log.name):
+        assert anomaly_score.select_device("auto") == "cpu"
+        assert anomaly_score.select_device("gpu:1") == "cpu"
+    messages = [r.getMessage() for r in caplog.records if "ANOMALY scores on the CPU" in r.getMessage()]
+    assert messages == ["ANOMALY scores on the CPU: no GPU is visible to this worker (asked for auto)"]
+    with pytest.raises(ValueError, match="auto, cpu, gpu or gpu:N"):
+        anomaly_score.select_device("tpu")
