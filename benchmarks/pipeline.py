@@ -572,7 +572,7 @@ class FlinkBench:
             # Drain: everything written (at-least-once), or two checkpoints' time (exactly-once).
             drain_deadline = time.monotonic() + (2 * interval_ms / 1000 + 5 if exactly_once else 20)
             while time.monotonic() < drain_deadline:
-                if not exactly_once and sum(topic_count(bootstrap, t) for t in counted) >= sent:
+                if not exactly_once and processed() >= sent:
                     break
                 time.sleep(0.5)
             time.sleep(1.0)
@@ -848,7 +848,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, help="N (overrides the mode's)")
     parser.add_argument("--latency-seconds", type=float, help="measured window of each latency run")
     parser.add_argument("--latency-rate", type=float,
-                        help="events/s fed to the latency runs (default: half of min((d), (e-full)))")
+                        help="events/s fed to the latency runs (default: half of what the real job sustains "
+                             "in a capacity probe)")
     parser.add_argument("--no-sweep", action="store_true", help="skip the Python UDF knob sweep")
     parser.add_argument("--bootstrap-servers", default=stack.bootstrap_servers)
     parser.add_argument("--out", default=".vigil/benchmarks")

@@ -57,8 +57,10 @@ class DecodeTelemetry(ScalarFunction):
 
     def open(self, function_context: FunctionContext | None) -> None:
         import pyarrow as pa
+        from pyflink.table.types import to_arrow_type
 
         from connectors.avro_serde import AvroDeserializer, feature_columns, field_type, roles, schema_id
+        from connectors.flink_kafka import physical_columns
 
         # Timestamps are read as their raw epoch millis (the logical type dropped from the reader
         # schema) and converted column-wise: building a datetime per record costs more than decoding it.
@@ -74,13 +76,12 @@ class DecodeTelemetry(ScalarFunction):
         self._schema_header = self._schema_id.encode()
         role = roles(self.schema)
         self._entity = role["entity"]
-        self._names = [f["name"] for f in self.schema["fields"]]
         self._out = [name for name, _ in output_columns(self.schema)][:-1]
         self._features = feature_columns(self.schema)
-        # The Arrow type of each decoded column, so a batch becomes columns in one C call.
-        arrow_of = {"string": pa.string(), "double": pa.float64(), "float": pa.float32(), "int": pa.int32(),
-                    "long": pa.int64(), "boolean": pa.bool_(), "bytes": pa.binary()}
-        self._arrow_schema = pa.schema([(f["name"], arrow_of[field_type(f)[0]]) for f in self.schema["fields"]])
+        # The Arrow type of each decoded column (from the same Avro -> Flink type mapping the sources
+        # use; timestamps as their raw millis), so a batch becomes columns in one C call.
+        self._arrow_schema = pa.schema([(name, pa.int64() if name in self._timestamps else to_arrow_type(dtype))
+                                        for name, dtype in physical_columns(self.schema)])
         self._cache: dict[str, str] = {}
         from udfs import metrics
 
