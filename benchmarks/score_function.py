@@ -12,7 +12,6 @@ Prints a table with rows/s and the ratios to ``udf-tf``, and writes JSON and mar
 """
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -21,18 +20,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vigil.commands import Options, command, int_list, option
+from vigil.settings import VigilSettings
+
 
 def make_model(workdir: Path) -> tuple[str, dict]:
     """Train a model on simulated readings (few epochs: speed does not depend on quality)."""
     from connectors.avro_serde import load_schema, roles
     from connectors.model_store import ModelStore
-    from jobs import simulate_fleet
-    from jobs.train_autoencoder import TrainSettings, library_versions, new_version, train
+    from jobs.simulation import FleetSettings, generate
+    from jobs.training.trainer import TrainOptions, library_versions, new_version, train
     from udfs.feature_set import FeatureSet
 
     schema = load_schema()
-    frame = pd.DataFrame(list(simulate_fleet.generate(simulate_fleet.FleetSettings(vehicles=10, events=5000))))
-    settings = TrainSettings(bootstrap_servers="-", model_store="-", epochs=3, quiet=True, min_rows=100)
+    frame = pd.DataFrame(list(generate(FleetSettings(vehicles=10, events=5000))))
+    settings = TrainOptions(epochs=3, quiet=True, min_rows=100)
     fields, model = train(frame, FeatureSet.from_schema(schema), roles(schema)["label"], roles(schema)["time"],
                           settings, workdir)
     model.save(workdir / "model.keras")
@@ -56,14 +58,15 @@ def rate(fn, rows: int, min_seconds: float) -> float:
             return best
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short timing loops (CI)")
-    parser.add_argument("--batches", default="1000,10000,50000")
-    parser.add_argument("--out", default=".vigil/benchmarks")
-    args = parser.parse_args(argv)
+class ScoreFunctionOptions(Options):
+    quick: bool = option(False, "short timing loops (CI)")
+    batches: list[int] = option([1000, 10000, 50000], "Arrow batch sizes to measure, comma-separated", parse=int_list)
+    out: Path = option(Path(".vigil/benchmarks"), "folder for score_function.json and .md")
+
+
+def run(_settings: VigilSettings, args: ScoreFunctionOptions) -> int:
     min_seconds = 0.3 if args.quick else 2.0
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = args.batches
 
     from udfs.anomaly_score import AnomalyScore
     from udfs.feature_set import FeatureSet
@@ -110,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     (out / "score_function.md").write_text(table + "\n")
     print(f"\nwritten: {out / 'score_function.json'}, {out / 'score_function.md'}")
     return 0
+
+
+COMMAND = command("score-function", __doc__, run, options=ScoreFunctionOptions, prog="python -m benchmarks.score_function")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python -m benchmarks.validation_cost [--quick] [--batches 1000,10000,50000] [--out .vigil/benchmarks]
 
-Rows are simulated readings (jobs.simulate_fleet) with ~2% of them damaged: a value far outside its
+Rows are simulated readings (jobs.simulation) with ~2% of them damaged: a value far outside its
 physical range, NaN, ±inf, a bad firmware string or an unknown label. Measured, on the same rows:
 * ``gx``: ``SuiteValidator(engine="gx").failures`` — Great Expectations validating each batch;
 * ``compiled``: ``SuiteValidator(engine="compiled").failures`` — the same suite as numpy masks;
@@ -12,7 +12,6 @@ would take (150k / rows/s; above 100% means one worker cannot keep up).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -21,13 +20,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vigil.commands import Options, command, int_list, option
+from vigil.settings import VigilSettings
+
 PIPELINE_EVENTS_PER_S = 150_000
 BAD_SHARE = 0.02
 
 
 def simulated_rows(rows: int, seed: int = 0) -> pd.DataFrame:
     """``rows`` simulated readings with ~2% of them damaged (one bad value each)."""
-    from jobs.simulate_fleet import PHYSICAL_RANGES, FleetSettings, generate
+    from jobs.simulation import PHYSICAL_RANGES, FleetSettings, generate
 
     frame = pd.DataFrame(list(generate(FleetSettings(vehicles=50, events=rows, seed=seed))))
     rng = np.random.default_rng(seed)
@@ -62,16 +64,22 @@ def rate(fn, rows: int, min_seconds: float) -> float:
             return best
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short timing loops (CI)")
-    parser.add_argument("--batches", default="1000,10000,50000")
-    parser.add_argument("--out", default=".vigil/benchmarks")
-    args = parser.parse_args(argv)
-    min_seconds = 0.5 if args.quick else 3.0
-    batches = [int(b) for b in args.batches.split(",")]
+class ValidationCostOptions(Options):
+    quick: bool = option(False, "short timing loops (CI)")
+    batches: list[int] = option([1000, 10000, 50000], "batch sizes to measure, comma-separated", parse=int_list)
+    out: Path = option(Path(".vigil/benchmarks"), "folder for validation_cost.json and .md")
 
-    from udfs.validate_features import TELEMETRY_COLUMNS, SuiteValidator, ValidateFeatures, load_suite
+
+def run(_settings: VigilSettings, args: ValidationCostOptions) -> int:
+    min_seconds = 0.5 if args.quick else 3.0
+    batches = args.batches
+
+    from udfs.validate_features import (
+        TELEMETRY_COLUMNS,
+        SuiteValidator,
+        ValidateFeatures,
+        load_suite,
+    )
 
     suite = load_suite("telemetry-v1")
     gx, compiled = SuiteValidator(suite, engine="gx"), SuiteValidator(suite)
@@ -113,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         f"~{BAD_SHARE:.0%} damaged rows; share = {PIPELINE_EVENTS_PER_S:,} / rows/s of one core.\n\n{table}\n")
     print(f"\nwritten: {out / 'validation_cost.json'}, {out / 'validation_cost.md'}")
     return 0
+
+
+COMMAND = command("validation-cost", __doc__, run, options=ValidationCostOptions,
+                  prog="python -m benchmarks.validation_cost")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,14 @@ Flink's ``'format' = 'avro'`` reads and writes. The writer schema is identified 
 ``vigil.schema`` (``<full name>@<fingerprint>``) and, for any topic, by the schema store
 (connectors/schema_store.py).
 
-Schemas carry three record-level attributes that tell later stages what each column means:
+Schemas carry record-level attributes that tell later stages what each column means:
 ``vigil.entity`` (the id column, also the Kafka key), ``vigil.time`` (event time) and
 ``vigil.label`` (optional failure label). Every other numeric column is a feature.
+
+They also carry the domain facts of their record type, so that every stage reads them from one
+place: ``vigil.range`` on a numeric field (its physical range: the simulator stays inside it, the
+expectation suite checks it), ``vigil.values`` on the label field (the failure modes) and the
+record-level ``vigil.derived`` (derived features: Flink SQL expressions over the fields).
 """
 from __future__ import annotations
 
@@ -89,6 +94,46 @@ def feature_columns(schema: dict[str, Any]) -> list[str]:
         if field["name"] not in special and base in NUMERIC_TYPES and logical is None:
             out.append(field["name"])
     return out
+
+
+def physical_ranges(schema: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """``{field: (low, high)}`` for every field with a ``vigil.range`` attribute, in schema order."""
+    out = {}
+    for field in schema["fields"]:
+        bounds = field.get("vigil.range")
+        if bounds is not None:
+            if not (isinstance(bounds, list) and len(bounds) == 2 and bounds[0] <= bounds[1]):
+                raise SchemaError(f"field {field['name']!r}: vigil.range must be [low, high], got {bounds!r}")
+            out[field["name"]] = (float(bounds[0]), float(bounds[1]))
+    return out
+
+
+def label_values(schema: dict[str, Any]) -> tuple[str, ...]:
+    """The allowed values of the label column (``vigil.values``); empty when none are declared."""
+    label = roles(schema)["label"]
+    for field in schema["fields"]:
+        if field["name"] == label:
+            return tuple(field.get("vigil.values") or ())
+    return ()
+
+
+_SQL_WORDS = {"least", "greatest", "sqrt", "abs", "power", "case", "when", "then", "else", "end", "and", "or",
+              "not", "null", "is", "cast", "as", "double"}
+
+
+def derived_features(schema: dict[str, Any], columns: list[str] | None = None) -> dict[str, str]:
+    """``{name: Flink SQL expression}`` of the schema's derived features (``vigil.derived``).
+
+    With ``columns``, only those whose every input column is among them.
+    """
+    import re
+
+    derived = dict(schema.get("vigil.derived") or {})
+    if columns is None:
+        return derived
+    present = set(columns)
+    return {name: expr for name, expr in derived.items()
+            if {t for t in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr) if t.lower() not in _SQL_WORDS} <= present}
 
 
 class AvroSerializer:

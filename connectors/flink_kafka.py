@@ -44,6 +44,34 @@ _PRIMITIVES: dict[tuple[str, str | None], DataType] = {
 }
 
 
+_MAX_LENGTH = 0x7FFFFFFF  # DataTypes.STRING() / BYTES() are VARCHAR / VARBINARY of this length
+
+
+def sql_type(dtype: DataType) -> str:
+    """The Flink SQL spelling of a PyFlink DataType, with NOT NULL where it is not nullable."""
+    from pyflink.table import types as t
+
+    if isinstance(dtype, t.VarCharType):
+        name = "STRING" if dtype.length == _MAX_LENGTH else f"VARCHAR({dtype.length})"
+    elif isinstance(dtype, t.VarBinaryType):
+        name = "BYTES" if dtype.length == _MAX_LENGTH else f"VARBINARY({dtype.length})"
+    elif isinstance(dtype, t.LocalZonedTimestampType):
+        name = f"TIMESTAMP_LTZ({dtype.precision})"
+    elif isinstance(dtype, t.TimestampType):
+        name = f"TIMESTAMP({dtype.precision})"
+    elif isinstance(dtype, (t.DoubleType, t.FloatType, t.IntType, t.BigIntType, t.BooleanType)):
+        name = dtype.type_name()
+    elif isinstance(dtype, t.ArrayType):
+        name = f"ARRAY<{sql_type(dtype.element_type)}>"
+    elif isinstance(dtype, t.RowType):
+        name = "ROW<" + ", ".join(f"`{f.name}` {sql_type(f.data_type)}" for f in dtype.fields) + ">"
+    elif isinstance(dtype, t.MapType):
+        name = f"MAP<{sql_type(dtype.key_type)}, {sql_type(dtype.value_type)}>"
+    else:
+        raise SchemaError(f"no SQL rendering for column type {dtype!r}")
+    return name if dtype._nullable else f"{name} NOT NULL"
+
+
 def flink_type(field: dict[str, Any]) -> DataType:
     """The Flink SQL type Flink's Avro format maps to this Avro field (nullability included)."""
     base, nullable, logical = field_type(field)

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from connectors.avro_serde import SCHEMA_HEADER, AvroSerializer, schema_id
 from connectors.errors import BrokerUnavailable, ConnectorError
 
-_QUIET = {"log_level": 0}  # errors surface as exceptions here, not as librdkafka log spam
+_QUIET = {"log_level": 0}
+DEFAULT_PARTITIONS = 3  # of every topic Vigil creates, unless a command is told otherwise  # errors surface as exceptions here, not as librdkafka log spam
 
 
 def check_broker(bootstrap: str, timeout: float = 5.0) -> None:
@@ -250,3 +251,71 @@ def consume_ranges(bootstrap: str, topic: str, ranges: list[PartitionRange], *, 
                 raise ConnectorError(f"reading {topic!r} stalled for {timeout:.0f}s before reaching {list(todo.values())}")
     finally:
         consumer.close()
+
+
+# --- topic administration -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PartitionInfo:
+    partition: int
+    leader: int
+    low: int
+    high: int
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    name: str
+    partitions: list[PartitionInfo]
+    config: dict[str, str]
+
+    @property
+    def messages(self) -> int:
+        return sum(p.high - p.low for p in self.partitions)
+
+
+def _admin(bootstrap: str) -> AdminClient:
+    check_broker(bootstrap)
+    return AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = DEFAULT_PARTITIONS, config: dict[str, str] | None = None,
+                 exist_ok: bool = True) -> bool:
+    """Create ``name``; returns False when it already existed (and ``exist_ok``)."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    admin = _admin(bootstrap)
+    future = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                           config=config or {})], operation_timeout=30)[name]
+    try:
+        future.result(timeout=30)
+        return True
+    except KafkaException as exc:
+        if exc.args[0].name() == "TOPIC_ALREADY_EXISTS" and exist_ok:
+            return False
+        raise ConnectorError(f"could not create topic {name!r} on {bootstrap}: {exc.args[0].str()}") from exc
+
+
+def delete_topic(bootstrap: str, name: str) -> None:
+    admin = _admin(bootstrap)
+    try:
+        admin.delete_topics([name], operation_timeout=30)[name].result(timeout=30)
+    except KafkaException as exc:
+        raise ConnectorError(f"could not delete topic {name!r}: {exc.args[0].str()}") from exc
+
+
+def list_topics(bootstrap: str) -> list[str]:
+    return sorted(t for t in _admin(bootstrap).list_topics(timeout=10).topics if not t.startswith("__"))
+
+
+def describe_topic(bootstrap: str, name: str) -> TopicInfo:
+    admin = _admin(bootstrap)
+    meta = admin.list_topics(name, timeout=10).topics.get(name)
+    if meta is None or meta.error is not None:
+        raise ConnectorError(f"topic {name!r} does not exist on {bootstrap}")
+    marks = end_offsets(bootstrap, name)
+    parts = [PartitionInfo(p, meta.partitions[p].leader, *marks[p]) for p in sorted(meta.partitions)]
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    entries = admin.describe_configs([resource])[resource].result(timeout=10)
+    config = {k: v.value for k, v in entries.items() if not v.is_default and v.value is not None}
+    return TopicInfo(name, parts, config)

@@ -22,14 +22,12 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow.fs as pafs
 
 from connectors.errors import ConnectorError
-
-if TYPE_CHECKING:
-    from stack.settings import StackSettings
+from vigil.settings import S3Settings
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
@@ -65,14 +63,14 @@ def check_manifest(manifest: Any, where: str) -> dict[str, Any]:
 class ModelStore:
     """A model store rooted at a local path, ``file://`` URI or ``s3://bucket/prefix``."""
 
-    def __init__(self, uri: str, settings: StackSettings | None = None) -> None:
+    def __init__(self, uri: str, s3: S3Settings | None = None) -> None:
         self.uri = uri
         if uri.startswith("s3://") or uri.startswith("s3a://"):
-            if settings is None:
-                raise ValueError(f"model store {uri!r} is on S3: pass the stack settings with its endpoint")
+            if s3 is None:
+                raise ValueError(f"model store {uri!r} is on S3: pass the S3 settings with its endpoint")
             from connectors.object_store import s3_filesystem
 
-            self.fs: pafs.FileSystem = s3_filesystem(settings)
+            self.fs: pafs.FileSystem = s3_filesystem(s3)
             self.root = uri.split("://", 1)[1].rstrip("/")
             self.local = False
         else:

@@ -14,7 +14,6 @@ produced keyed by vehicle. Nothing is lost silently:
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import json
@@ -24,25 +23,51 @@ import time
 from typing import Any
 
 from confluent_kafka import Producer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from connectors import schema_store
-from connectors.avro_serde import SCHEMA_HEADER, AvroSerializer, field_type, load_schema, roles, schema_id
+from connectors.avro_serde import (
+    SCHEMA_HEADER,
+    AvroSerializer,
+    field_type,
+    load_schema,
+    roles,
+    schema_id,
+)
 from connectors.errors import ConnectorError
-from connectors.kafka_io import _QUIET, check_broker
-from connectors.topics import create_topic
+from connectors.kafka_io import _QUIET, DEFAULT_PARTITIONS, check_broker, create_topic
+from vigil.commands import Options, command, option
+from vigil.settings import MqttSettings, VigilSettings
+
+
+class BridgeOptions(Options):
+    """What the bridge subscribes to and where it writes; the brokers' addresses are settings."""
+
+    mqtt_topic: str = option("vigil/telemetry/#", "MQTT topic filter to subscribe to (QoS 1)")
+    client_id: str = option("vigil-mqtt-bridge", "MQTT client id (a persistent session: unacked messages return)")
+    topic: str = option("telemetry", "Kafka topic to write (created if missing)")
+    partitions: int = option(DEFAULT_PARTITIONS, "partitions if the Kafka topic is created", ge=1)
+    max_messages: int | None = option(None, "stop after this many messages", show_default="run until Ctrl-C")
 
 
 class BridgeSettings(BaseModel):
-    """Where to read (MQTT) and write (Kafka); see ``--help``."""
+    """Where to read (MQTT) and write (Kafka): the options plus the brokers' addresses."""
 
-    mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = Field(1883, ge=1, le=65535)
-    mqtt_topic: str = "vigil/telemetry/#"
-    client_id: str = "vigil-mqtt-bridge"
+    model_config = ConfigDict(frozen=True)
+
+    mqtt_host: str = VigilSettings.model_fields["host"].default
+    mqtt_port: int = Field(MqttSettings().port, ge=1, le=65535)
+    mqtt_topic: str = BridgeOptions.model_fields["mqtt_topic"].default
+    client_id: str = BridgeOptions.model_fields["client_id"].default
     bootstrap_servers: str
-    topic: str = "telemetry"
-    partitions: int = Field(3, ge=1)
+    topic: str = BridgeOptions.model_fields["topic"].default
+    partitions: int = Field(BridgeOptions.model_fields["partitions"].default, ge=1)
+
+    @classmethod
+    def of(cls, settings: VigilSettings, options: BridgeOptions) -> BridgeSettings:
+        return cls(mqtt_host=settings.mqtt.host, mqtt_port=settings.mqtt.port, mqtt_topic=options.mqtt_topic,
+                   client_id=options.client_id, bootstrap_servers=settings.bootstrap_servers, topic=options.topic,
+                   partitions=options.partitions)
 
     @property
     def dlq_topic(self) -> str:
@@ -189,33 +214,25 @@ class MqttBridge:
             raise ConnectorError(self._error)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from stack.settings import StackSettings
-
-    stack = StackSettings.from_env()
-    p = argparse.ArgumentParser(prog="python -m connectors.mqtt_bridge", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mqtt-host", default=stack.host)
-    p.add_argument("--mqtt-port", type=int, default=stack.mqtt_port)
-    p.add_argument("--mqtt-topic", default="vigil/telemetry/#")
-    p.add_argument("--client-id", default="vigil-mqtt-bridge")
-    p.add_argument("--bootstrap-servers", default=stack.bootstrap_servers)
-    p.add_argument("--topic", default="telemetry")
-    p.add_argument("--max-messages", type=int, default=None, help="stop after this many (default: run until Ctrl-C)")
-    args = vars(p.parse_args(argv))
-    limit = args.pop("max_messages")
-    bridge = MqttBridge(BridgeSettings(**args))
+def run(settings: VigilSettings, options: BridgeOptions) -> int:
+    bridge = MqttBridge(BridgeSettings.of(settings, options))
     started = time.monotonic()
     try:
-        bridge.run(max_messages=limit)
+        bridge.run(max_messages=options.max_messages)
     except KeyboardInterrupt:
         bridge.stop()
-    except ConnectorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"forwarded {bridge.forwarded} readings to {args['topic']!r}, {bridge.dead_letters} to "
-          f"{args['topic']}.mqtt-dlq in {time.monotonic() - started:.1f}s")
+    print(f"forwarded {bridge.forwarded} readings to {options.topic!r}, {bridge.dead_letters} to "
+          f"{options.topic}.mqtt-dlq in {time.monotonic() - started:.1f}s")
     return 0
+
+
+COMMAND = command("mqtt-bridge", __doc__, run, options=BridgeOptions,
+                  settings_flags=("mqtt.host", "mqtt.port", "kafka.bootstrap_servers"),
+                  expected_errors=(ConnectorError,), prog="python -m connectors.mqtt_bridge")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,7 @@ from confluent_kafka import Producer
 
 from connectors.avro_serde import validate_schema
 from connectors.errors import SchemaError
-from connectors.kafka_io import _QUIET, read_all
-from connectors.topics import create_topic
+from connectors.kafka_io import _QUIET, create_topic, read_all
 
 SCHEMA_TOPIC = "_vigil_schemas"
 

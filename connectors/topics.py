@@ -1,4 +1,4 @@
-"""Topic administration: create with partitions, describe, delete.
+"""Topic tools on the command line: create with partitions, describe, delete, list, peek.
 
     python -m connectors.topics create telemetry --partitions 3
     python -m connectors.topics describe telemetry
@@ -7,81 +7,14 @@
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
-
+from connectors import schema_store
+from connectors.avro_serde import AvroDeserializer
 from connectors.errors import ConnectorError
-from connectors.kafka_io import _QUIET, check_broker, end_offsets
-
-
-@dataclass(frozen=True)
-class PartitionInfo:
-    partition: int
-    leader: int
-    low: int
-    high: int
-
-
-@dataclass(frozen=True)
-class TopicInfo:
-    name: str
-    partitions: list[PartitionInfo]
-    config: dict[str, str]
-
-    @property
-    def messages(self) -> int:
-        return sum(p.high - p.low for p in self.partitions)
-
-
-def _admin(bootstrap: str) -> AdminClient:
-    check_broker(bootstrap)
-    return AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
-
-
-def create_topic(bootstrap: str, name: str, partitions: int = 3, config: dict[str, str] | None = None,
-                 exist_ok: bool = True) -> bool:
-    """Create ``name``; returns False when it already existed (and ``exist_ok``)."""
-    if partitions < 1:
-        raise ValueError(f"partitions must be >= 1, got {partitions}")
-    admin = _admin(bootstrap)
-    future = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
-                                           config=config or {})], operation_timeout=30)[name]
-    try:
-        future.result(timeout=30)
-        return True
-    except KafkaException as exc:
-        if exc.args[0].name() == "TOPIC_ALREADY_EXISTS" and exist_ok:
-            return False
-        raise ConnectorError(f"could not create topic {name!r} on {bootstrap}: {exc.args[0].str()}") from exc
-
-
-def delete_topic(bootstrap: str, name: str) -> None:
-    admin = _admin(bootstrap)
-    try:
-        admin.delete_topics([name], operation_timeout=30)[name].result(timeout=30)
-    except KafkaException as exc:
-        raise ConnectorError(f"could not delete topic {name!r}: {exc.args[0].str()}") from exc
-
-
-def list_topics(bootstrap: str) -> list[str]:
-    return sorted(t for t in _admin(bootstrap).list_topics(timeout=10).topics if not t.startswith("__"))
-
-
-def describe_topic(bootstrap: str, name: str) -> TopicInfo:
-    admin = _admin(bootstrap)
-    meta = admin.list_topics(name, timeout=10).topics.get(name)
-    if meta is None or meta.error is not None:
-        raise ConnectorError(f"topic {name!r} does not exist on {bootstrap}")
-    marks = end_offsets(bootstrap, name)
-    parts = [PartitionInfo(p, meta.partitions[p].leader, *marks[p]) for p in sorted(meta.partitions)]
-    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
-    entries = admin.describe_configs([resource])[resource].result(timeout=10)
-    config = {k: v.value for k, v in entries.items() if not v.is_default and v.value is not None}
-    return TopicInfo(name, parts, config)
+from connectors.kafka_io import _QUIET, DEFAULT_PARTITIONS, create_topic, delete_topic, describe_topic, end_offsets, list_topics
+from vigil.commands import Options, command, group, key_values, option
+from vigil.settings import VigilSettings
 
 
 def peek(bootstrap: str, name: str, count: int = 5) -> list[str]:
@@ -93,9 +26,6 @@ def peek(bootstrap: str, name: str, count: int = 5) -> list[str]:
     import json
 
     from confluent_kafka import Consumer, TopicPartition
-
-    from connectors import schema_store
-    from connectors.avro_serde import AvroDeserializer
 
     schema = schema_store.lookup(bootstrap, name)
     decode = AvroDeserializer(schema) if schema else None
@@ -128,49 +58,72 @@ def peek(bootstrap: str, name: str, count: int = 5) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    from stack.settings import StackSettings
+class CreateOptions(Options):
+    name: str = option(..., "topic to create", argument=True, metavar="TOPIC")
+    partitions: int = option(DEFAULT_PARTITIONS, "partitions", ge=1)
+    topic_config: dict[str, str] = option({}, "topic configs, comma-separated KEY=VALUE pairs",
+                                          parse=key_values, show_default=False)
 
-    parser = argparse.ArgumentParser(prog="python -m connectors.topics", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bootstrap-servers", default=StackSettings.from_env().bootstrap_servers)
-    sub = parser.add_subparsers(dest="command", required=True)
-    create = sub.add_parser("create")
-    create.add_argument("name")
-    create.add_argument("--partitions", type=int, default=3)
-    create.add_argument("--config", action="append", default=[], metavar="KEY=VALUE")
-    describe = sub.add_parser("describe")
-    describe.add_argument("name")
-    delete = sub.add_parser("delete")
-    delete.add_argument("name")
-    sub.add_parser("list")
-    peek_cmd = sub.add_parser("peek", help="print the last records of each partition")
-    peek_cmd.add_argument("name")
-    peek_cmd.add_argument("--count", type=int, default=3)
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "create":
-            config = dict(item.split("=", 1) for item in args.config)
-            made = create_topic(args.bootstrap_servers, args.name, args.partitions, config)
-            print(f"{args.name}: {'created' if made else 'already exists'}")
-        elif args.command == "describe":
-            info = describe_topic(args.bootstrap_servers, args.name)
-            print(f"topic {info.name}: {len(info.partitions)} partition(s), {info.messages} message(s)")
-            for p in info.partitions:
-                print(f"  partition {p.partition}: leader {p.leader}, offsets {p.low}..{p.high}")
-            for key, value in sorted(info.config.items()):
-                print(f"  {key}={value}")
-        elif args.command == "delete":
-            delete_topic(args.bootstrap_servers, args.name)
-            print(f"{args.name}: deleted")
-        elif args.command == "peek":
-            print("\n".join(peek(args.bootstrap_servers, args.name, args.count)))
-        else:
-            print("\n".join(list_topics(args.bootstrap_servers)))
-    except (ConnectorError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+class TopicOptions(Options):
+    name: str = option(..., "the topic", argument=True, metavar="TOPIC")
+
+
+class PeekOptions(Options):
+    name: str = option(..., "the topic", argument=True, metavar="TOPIC")
+    count: int = option(3, "records to show per partition (the newest)", ge=1)
+
+
+def _create(settings: VigilSettings, o: CreateOptions) -> int:
+    made = create_topic(settings.bootstrap_servers, o.name, o.partitions, o.topic_config)
+    print(f"{o.name}: {'created' if made else 'already exists'}")
     return 0
+
+
+def _describe(settings: VigilSettings, o: TopicOptions) -> int:
+    info = describe_topic(settings.bootstrap_servers, o.name)
+    print(f"topic {info.name}: {len(info.partitions)} partition(s), {info.messages} message(s)")
+    for p in info.partitions:
+        print(f"  partition {p.partition}: leader {p.leader}, offsets {p.low}..{p.high}")
+    for key, value in sorted(info.config.items()):
+        print(f"  {key}={value}")
+    return 0
+
+
+def _delete(settings: VigilSettings, o: TopicOptions) -> int:
+    delete_topic(settings.bootstrap_servers, o.name)
+    print(f"{o.name}: deleted")
+    return 0
+
+
+def _list(settings: VigilSettings, _o: None) -> int:
+    print("\n".join(list_topics(settings.bootstrap_servers)))
+    return 0
+
+
+def _peek(settings: VigilSettings, o: PeekOptions) -> int:
+    print("\n".join(peek(settings.bootstrap_servers, o.name, o.count)))
+    return 0
+
+
+_KAFKA = ("kafka.bootstrap_servers",)
+_ERRORS = (ConnectorError, ValueError)
+TOPICS = group("topics", __doc__, {
+    "create": command("create", "Create a topic (an existing one is left as it is).", _create,
+                      options=CreateOptions, settings_flags=_KAFKA, expected_errors=_ERRORS),
+    "describe": command("describe", "Partitions, offsets and non-default configs of a topic.", _describe,
+                        options=TopicOptions, settings_flags=_KAFKA, expected_errors=_ERRORS),
+    "delete": command("delete", "Delete a topic and its records.", _delete, options=TopicOptions,
+                      settings_flags=_KAFKA, expected_errors=_ERRORS),
+    "list": command("list", "Every topic but Kafka's internal ones.", _list, settings_flags=_KAFKA,
+                    expected_errors=_ERRORS),
+    "peek": command("peek", "The newest records of each partition, decoded with the topic's schema.", _peek,
+                    options=PeekOptions, settings_flags=_KAFKA, expected_errors=_ERRORS),
+}, prog="python -m connectors.topics", settings_flags=_KAFKA)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return TOPICS.main(argv)
 
 
 if __name__ == "__main__":

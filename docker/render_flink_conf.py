@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from stack import flink_home
-from stack.settings import StackSettings
+from vigil.settings import VigilSettings
 
 SECRET_KEYS = ("s3.secret-key", "s3.access-key")
 
@@ -74,7 +74,7 @@ def own_address() -> str:
 
 def render(environ: Mapping[str, str]) -> dict[str, Any]:
     """The flattened config for this container, from ``environ`` (see the module docstring)."""
-    settings = StackSettings.from_env(dict(environ))
+    settings = VigilSettings.from_environ(environ)
     profile = environ.get("VIGIL_FLINK_PROFILE") or "cluster"
     config = flatten(flink_home.render_config(settings, profile=profile))
     extra = [n.strip() for n in (environ.get("VIGIL_FLINK_CONF_OVERLAYS") or "").split(",") if n.strip()]
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         sys.stdout.write(to_yaml(config, mask_secrets=True))
         return 0
-    conf_dir = Path(os.environ.get("FLINK_CONF_DIR") or StackSettings.from_env().flink_home / "conf")
+    conf_dir = Path(os.environ.get("FLINK_CONF_DIR") or VigilSettings.load().flink_home / "conf")
     conf_dir.mkdir(parents=True, exist_ok=True)
     target = conf_dir / "config.yaml"
     tmp = target.with_suffix(".yaml.tmp")

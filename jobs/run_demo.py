@@ -10,11 +10,12 @@
    compares the alerts with the simulator's labels, and shows where the Parquet history is.
 
 The demo owns its topics (``demo.telemetry*``) and tier folder and resets them at the start, so
-every run tells the same story; the trained model stays in the model store as LATEST.
+every run tells the same story; the trained model stays in the model store as LATEST. It runs the
+parts the way a user does: the simulator and the trainer through their library functions, the
+scoring job as its own process (``python -m jobs.score_events``).
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -29,17 +30,33 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from connectors.avro_serde import load_schema
 from connectors.errors import ConnectorError
 from connectors.kafka_io import _QUIET, check_broker, read_all
-from stack.settings import PROJECT_ROOT, StackSettings
+from connectors.records import outputs
+from vigil.commands import Options, command, option
+from vigil.settings import PROJECT_ROOT, VigilSettings
+
+# The demo's topic holds the simulator's telemetry: its outputs' field names come from the contract.
+OUT = outputs(load_schema())
 
 
 def banner(step: str) -> None:
     print(f"\n\033[1m== {step}\033[0m", flush=True)
 
 
+class DemoOptions(Options):
+    topic: str = option("demo.telemetry", "the demo's topic (it and its outputs are reset at the start)")
+    tier: str | None = option(None, "the demo's Parquet tier", show_default="<home>/tier/demo")
+    history_vehicles: int = option(20, "vehicles in the simulated history", ge=1)
+    history_events: int = option(24_000, "readings of the simulated history", ge=100)
+    live_seconds: int = option(20, "wall-clock seconds of live traffic", ge=1)
+    live_speed: int = option(10, "simulated seconds per wall-clock second", ge=1)
+    alerts_shown: int = option(25, "live alerts printed at most", ge=0)
+
+
 def reset_topics(bootstrap: str, prefix: str) -> None:
-    from connectors.topics import delete_topic, list_topics
+    from connectors.kafka_io import delete_topic, list_topics
 
     for name in list_topics(bootstrap):
         if name == prefix or name.startswith(prefix + "."):
@@ -47,10 +64,10 @@ def reset_topics(bootstrap: str, prefix: str) -> None:
     time.sleep(1.0)  # topic deletion is asynchronous on the broker
 
 
-def start_scoring(args: argparse.Namespace, log_path: Path) -> subprocess.Popen:
+def start_scoring(settings: VigilSettings, o: DemoOptions, tier: str, log_path: Path) -> subprocess.Popen:
     """Run jobs.score_events in its own process group; returns once the job is submitted."""
-    command = [sys.executable, "-m", "jobs.score_events", "--input", args.topic, "--bootstrap-servers",
-               args.bootstrap_servers, "--model-store", args.model_store, "--tier", args.tier,
+    command = [sys.executable, "-m", "jobs.score_events", "--input", o.topic, "--bootstrap-servers",
+               settings.bootstrap_servers, "--model-store", settings.model_store, "--tier", tier,
                "--checkpoint-interval", "2 s", "--model-refresh-seconds", "5", "--group-id", "vigil-demo"]
     log = open(log_path, "w")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
@@ -80,8 +97,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 def broken_records(bootstrap: str, topic: str) -> int:
     """A few records no sensor should send: truncated, random bytes, NaN, out of range."""
-    from connectors.avro_serde import SCHEMA_HEADER, AvroSerializer, load_schema, schema_id
-    from jobs.simulate_fleet import FleetSettings, generate
+    from connectors.avro_serde import SCHEMA_HEADER, AvroSerializer, schema_id
+    from jobs.simulation import FleetSettings, generate
 
     schema = load_schema()
     serialize = AvroSerializer(schema)
@@ -111,15 +128,15 @@ def follow_alerts(bootstrap: str, topic: str, stop_event: threading.Event, shown
                 if msg.error():
                     continue
                 a = json.loads(msg.value())
-                if a["event_time"] < live_from:
+                if a[OUT.time] < live_from:
                     continue  # an alert on the history backlog: counted in the summary
                 shown[0] += 1
                 if shown[0] <= limit:
-                    label = a.get("failure_label") or "no label (false alarm?)"
-                    print(f"  ALERT {a['vehicle_id_pseudonym']}  {a['event_time'][:19]}  score {a['score']:8.3f}"
+                    label = a.get(OUT.label) or "no label (false alarm?)"
+                    print(f"  ALERT {a[OUT.entity]}  {a[OUT.time][:19]}  score {a['score']:8.3f}"
                           f"  [{label}]  model {a['model_version']}", flush=True)
                 elif shown[0] == limit + 1:
-                    print(f"  ... (more alerts arrive; the summary counts them all)", flush=True)
+                    print("  ... (more alerts arrive; the summary counts them all)", flush=True)
     finally:
         consumer.close()
 
@@ -137,15 +154,17 @@ def wait_until_scored(bootstrap: str, topic: str, expected: int, timeout: float)
     return done
 
 
-def summarise(args: argparse.Namespace, manifest: dict[str, Any], produced: int, live_from: str) -> None:
-    from jobs.train_autoencoder import classification_metrics
-
+def summarise(bootstrap: str, topic: str, tier: str, manifest: dict[str, Any], produced: int,
+              live_from: str) -> None:
     import pandas as pd
 
-    scored = pd.DataFrame([json.loads(m.value()) for m in read_all(args.bootstrap_servers, f"{args.topic}.scored")])
-    dlq = [json.loads(m.value()) for m in read_all(args.bootstrap_servers, f"{args.topic}.dlq")]
-    alerts = sum(1 for _ in read_all(args.bootstrap_servers, f"{args.topic}.alerts"))
-    metrics = classification_metrics(scored["score"].to_numpy(), manifest["threshold"], scored["failure_label"])
+    from jobs.training.trainer import classification_metrics
+
+    scored = pd.DataFrame([json.loads(m.value()) for m in read_all(bootstrap, f"{topic}.scored")],
+                          columns=OUT.scored.names)
+    dlq = [json.loads(m.value()) for m in read_all(bootstrap, f"{topic}.dlq")]
+    alerts = sum(1 for _ in read_all(bootstrap, f"{topic}.alerts"))
+    metrics = classification_metrics(scored["score"].to_numpy(), manifest["threshold"], scored[OUT.label])
     print(f"  events produced      {produced}")
     print(f"  events scored        {len(scored)}  (model version(s): {', '.join(sorted(set(scored['model_version'])))})")
     print(f"  anomalies / alerts   {int(scored['is_anomaly'].sum())} / {alerts}")
@@ -157,94 +176,81 @@ def summarise(args: argparse.Namespace, manifest: dict[str, Any], produced: int,
     print(f"      precision {metrics['precision']:.3f}  recall {metrics['recall']:.3f}  F1 {metrics['f1']:.3f}  "
           f"false-positive rate {metrics['false_positive_rate']:.4f}")
     print("      recall by failure mode: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics["recall_by_mode"].items()))
-    live = scored[scored["event_time"] >= live_from]
+    live = scored[scored[OUT.time] >= live_from]
     if len(live):
-        m = classification_metrics(live["score"].to_numpy(), manifest["threshold"], live["failure_label"])
+        m = classification_metrics(live["score"].to_numpy(), manifest["threshold"], live[OUT.label])
         print(f"      live traffic only ({m['rows']} readings, {m['anomalies']} labelled): precision {m['precision']:.3f}"
               f"  recall {m['recall']:.3f}  false-positive rate {m['false_positive_rate']:.4f}")
-    tier = args.tier.removeprefix("file://")
-    files = [p for p in Path(tier).rglob("part-*") if not p.name.startswith(".")]
+    folder = tier.removeprefix("file://")
+    files = [p for p in Path(folder).rglob("part-*") if not p.name.startswith(".")]
     if files:
         import pyarrow.dataset as ds
 
         rows = ds.dataset([str(f) for f in files], format="parquet").count_rows()
-        print(f"\n  Parquet history: {rows} rows in {len(files)} file(s) under {tier}/dt=YYYY-MM-DD/hr=HH/")
+        print(f"\n  Parquet history: {rows} rows in {len(files)} file(s) under {folder}/dt=YYYY-MM-DD/hr=HH/")
         print("  read it with DuckDB:")
         print(f"      {sys.executable} -c \"import duckdb; print(duckdb.sql(\\\"SELECT dt, hr, count(*) AS events, "
-              f"sum(is_anomaly::INT) AS anomalies FROM read_parquet('{tier}/*/*/part-*', hive_partitioning=true) "
+              f"sum(is_anomaly::INT) AS anomalies FROM read_parquet('{folder}/*/*/part-*', hive_partitioning=true) "
               f"GROUP BY ALL ORDER BY ALL\\\"))\"")
         print("  or with pyarrow:")
         print(f"      {sys.executable} -c \"import pyarrow.dataset as ds; "
-              f"print(ds.dataset('{tier}', format='parquet', partitioning='hive', exclude_invalid_files=True)"
+              f"print(ds.dataset('{folder}', format='parquet', partitioning='hive', exclude_invalid_files=True)"
               f".to_table().to_pandas().describe())\"")
 
 
-def main(argv: list[str] | None = None) -> int:
-    stack = StackSettings.from_env()
-    p = argparse.ArgumentParser(prog="python -m jobs.run_demo", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--topic", default="demo.telemetry")
-    p.add_argument("--bootstrap-servers", default=stack.bootstrap_servers)
-    p.add_argument("--model-store", default=(stack.home / "models").as_uri())
-    p.add_argument("--tier", default=(stack.home / "tier" / "demo").as_uri())
-    p.add_argument("--history-vehicles", type=int, default=20)
-    p.add_argument("--history-events", type=int, default=24_000)
-    p.add_argument("--live-seconds", type=int, default=20, help="wall-clock seconds of live traffic")
-    p.add_argument("--live-speed", type=int, default=10, help="simulated seconds per wall-clock second")
-    p.add_argument("--alerts-shown", type=int, default=25)
-    args = p.parse_args(argv)
-    demo_dir = stack.home / "demo"
+def run(settings: VigilSettings, o: DemoOptions) -> int:
+    import shutil
+
+    from jobs.simulation import FleetSettings, produce, summary
+    from jobs.training.trainer import TrainOptions, train_from_kafka
+
+    bootstrap = settings.bootstrap_servers
+    tier = o.tier or (settings.home / "tier" / "demo").as_uri()
+    demo_dir = settings.home / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
+    check_broker(bootstrap)
+    reset_topics(bootstrap, o.topic)
+    shutil.rmtree(tier.removeprefix("file://"), ignore_errors=True)
 
-    from jobs import simulate_fleet, train_autoencoder
-    from jobs.simulate_fleet import FleetSettings
+    banner(f"1/5 simulate the fleet's history into Kafka topic {o.topic}")
+    from connectors import schema_store
+    from connectors.kafka_io import create_topic
 
-    try:
-        check_broker(args.bootstrap_servers)
-        reset_topics(args.bootstrap_servers, args.topic)
-        import shutil
+    history = FleetSettings(vehicles=o.history_vehicles, events=o.history_events)
+    create_topic(bootstrap, o.topic, 3)
+    schema_store.register(bootstrap, o.topic, load_schema())
+    print(summary(produce(history, bootstrap, o.topic), o.topic))
 
-        shutil.rmtree(args.tier.removeprefix("file://"), ignore_errors=True)
+    banner("2/5 train the autoencoder straight from the Kafka log")
+    manifest = train_from_kafka(settings, TrainOptions(topic=o.topic, quiet=True))
+    ev = manifest["metrics"].get("evaluation", {})
+    print(f"model {manifest['version']} published to {settings.model_store} (LATEST)")
+    if "precision" in ev:
+        print(f"  evaluation on {ev['rows']} readings ({ev['anomalies']} labelled failures): "
+              f"precision {ev['precision']:.3f}, recall {ev['recall']:.3f}, F1 {ev['f1']:.3f}, "
+              f"false-positive rate {ev['false_positive_rate']:.4f}")
 
-        banner(f"1/5 simulate the fleet's history into Kafka topic {args.topic}")
-        if simulate_fleet.main(["--topic", args.topic, "--vehicles", str(args.history_vehicles), "--events",
-                                str(args.history_events), "--bootstrap-servers", args.bootstrap_servers]) != 0:
-            return 1
+    banner("3/5 start the scoring job (Table API) on the embedded Flink mini-cluster")
+    log_path = demo_dir / "score_events.log"
+    proc = start_scoring(settings, o, tier, log_path)
+    print(f"  job log: {log_path}")
 
-        banner("2/5 train the autoencoder straight from the Kafka log")
-        if train_autoencoder.main(["--topic", args.topic, "--bootstrap-servers", args.bootstrap_servers,
-                                   "--model-store", args.model_store, "--quiet"]) != 0:
-            return 1
-        from connectors.model_store import ModelStore
-
-        manifest = ModelStore(args.model_store, stack).manifest()
-
-        banner("3/5 start the scoring job (Table API) on the embedded Flink mini-cluster")
-        log_path = demo_dir / "score_events.log"
-        proc = start_scoring(args, log_path)
-        print(f"  job log: {log_path}")
-    except (ConnectorError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-    history_end = FleetSettings().start + dt.timedelta(seconds=args.history_events // args.history_vehicles)
+    history_end = history.start + dt.timedelta(seconds=o.history_events // o.history_vehicles)
     live_from = history_end.strftime("%Y-%m-%dT%H:%M:%S")
     stop_event, shown = threading.Event(), [0]
-    follower = threading.Thread(target=follow_alerts, args=(args.bootstrap_servers, f"{args.topic}.alerts",
-                                                            stop_event, shown, args.alerts_shown, live_from),
-                                daemon=True)
+    follower = threading.Thread(target=follow_alerts, args=(bootstrap, f"{o.topic}.alerts", stop_event, shown,
+                                                            o.alerts_shown, live_from), daemon=True)
     try:
-        banner(f"4/5 live traffic: the fleet drives on ({args.live_speed}x real time) for {args.live_seconds} s, "
+        banner(f"4/5 live traffic: the fleet drives on ({o.live_speed}x real time) for {o.live_seconds} s, "
                f"plus a few broken records; alerts as the job commits them")
         follower.start()
-        # the same fleet, continuing its timeline where the history ended, sped up 10x
-        live_events = args.history_vehicles * args.live_speed * args.live_seconds
-        fleet = FleetSettings(vehicles=args.history_vehicles, events=args.history_events + live_events)
-        counts = simulate_fleet.produce(fleet, args.bootstrap_servers, args.topic, rate=1.0,
-                                        skip=args.history_events, speed=float(args.live_speed))
-        bad = broken_records(args.bootstrap_servers, args.topic)
-        produced = args.history_events + sum(counts.values()) + bad
-        done = wait_until_scored(args.bootstrap_servers, args.topic, produced, timeout=180)
+        # the same fleet, continuing its timeline where the history ended, sped up
+        live_events = o.history_vehicles * o.live_speed * o.live_seconds
+        fleet = FleetSettings(vehicles=o.history_vehicles, events=o.history_events + live_events)
+        counts = produce(fleet, bootstrap, o.topic, rate=1.0, skip=o.history_events, speed=float(o.live_speed))
+        bad = broken_records(bootstrap, o.topic)
+        produced = o.history_events + sum(counts.values()) + bad
+        done = wait_until_scored(bootstrap, o.topic, produced, timeout=180)
         time.sleep(3)
         stop_event.set()
         follower.join(10)
@@ -256,11 +262,26 @@ def main(argv: list[str] | None = None) -> int:
         stop_event.set()
         stop(proc)
     banner("5/5 summary")
-    summarise(args, manifest, produced, live_from)
+    summarise(bootstrap, o.topic, tier, manifest, produced, live_from)
     print(f"\n  model report (loss curves, error histogram): "
-          f"{args.model_store.removeprefix('file://')}/{manifest['version']}/report.png")
+          f"{settings.model_store.removeprefix('file://')}/{manifest['version']}/report.png")
     print("  services keep running; stop them with `make down`")
     return 0
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from connectors.model_store import ModelStoreError
+    from udfs.feature_set import FeatureError
+
+    return (ConnectorError, RuntimeError, ModelStoreError, FeatureError)
+
+
+COMMAND = command("demo", __doc__, run, options=DemoOptions, settings_flags=("kafka.bootstrap_servers", "model.store"),
+                  expected_errors=_expected_errors(), prog="python -m jobs.run_demo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

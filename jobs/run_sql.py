@@ -1,20 +1,19 @@
 """Run a Flink SQL script from jobs/sql/ on the local standalone cluster.
 
-    python -m jobs.run_sql jobs/sql/score_events.sql --telemetry-topic telemetry \\
-        --scored-topic telemetry.scored.sql --model-store file:///path/to/models [--bounded] [--wait]
+    python -m jobs.run_sql jobs/sql/score_events.sql --telemetry-topic telemetry \
+        --scored-topic telemetry.scored.sql [--model-store file:///path/to/models] [--bounded] [--wait]
 
 The script is a plain ``sql-client.sh -f`` file with ``${NAME}`` placeholders (see the header of
 jobs/sql/score_events.sql). This command looks the telemetry topic's Avro schema up in the schema
-store and the model's feature list in the model store, fills the placeholders in (the column
-lists are generated from the schema, so replayed topics with other columns work too), writes the
-result to ``<home>/sql/<script>-<scored topic>.rendered.sql``, creates the output topic and
-submits the script with ``sql-client.sh``. It prints the job id; ``--wait`` then waits for a
-``--bounded`` job to finish. The cluster must be running (``python -m stack cluster up``).
+store and the model's feature list in the model store, fills the placeholders in (column lists
+from the schema, the scored record's columns and values from the record contract in
+connectors/records.py), writes the result to ``<home>/sql/<script>-<scored topic>.rendered.sql``,
+creates the output topic and submits the script with ``sql-client.sh``. It prints the job id;
+--wait then waits for a --bounded job to finish. The cluster must be running
+(``python -m stack cluster up``).
 """
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import subprocess
 import sys
@@ -22,68 +21,44 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from connectors import flink_kafka, schema_store
-from connectors.avro_serde import roles
 from connectors.errors import ConnectorError, SchemaError
-from connectors.kafka_io import check_broker
+from connectors.flink_kafka import sql_type
+from connectors.kafka_io import DEFAULT_PARTITIONS, check_broker, create_topic
 from connectors.model_store import ModelStore, ModelStoreError
-from connectors.topics import create_topic
+from connectors.records import outputs
+from udfs.anomaly_score import LATEST, REFRESH_SECONDS
 from stack.flink_cluster import FlinkClusterError, LocalFlinkCluster, parse_job_id
-from stack.settings import StackSettings
+from vigil.commands import Options, command, option
+from vigil.settings import VigilSettings, write_secret_file
 
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
-_MAX_LENGTH = 0x7FFFFFFF  # DataTypes.STRING() / BYTES() are VARCHAR / VARBINARY of this length
 
 
-class RunSqlSettings(BaseModel):
-    """What to run and with which topics and model; from CLI flags, defaults from the stack settings."""
+def _definition(text: str) -> dict[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not PLACEHOLDER.fullmatch(f"${{{name}}}"):
+        raise ValueError(f"--define wants NAME=VALUE with an upper-case NAME, got {text!r}")
+    return {name: value}
 
-    script: Path
-    telemetry_topic: str
-    scored_topic: str
-    model_store: str
-    model_version: str = "latest"
-    model_refresh_seconds: float = Field(30.0, ge=0)
-    bootstrap_servers: str
-    group_id: str | None = None
-    bounded: bool = False
-    wait: bool = False
-    timeout: float = Field(600.0, gt=0)
-    parallelism: int = Field(1, ge=1)
-    scored_partitions: int = Field(3, ge=1)
-    define: dict[str, str] = {}
 
-    @classmethod
-    def from_args(cls, argv: list[str] | None = None) -> RunSqlSettings:
-        stack = StackSettings.from_env()
-        p = argparse.ArgumentParser(prog="python -m jobs.run_sql", description=__doc__,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("script", type=Path, help="a .sql file with ${NAME} placeholders (jobs/sql/)")
-        p.add_argument("--telemetry-topic", required=True, help="input topic (its schema must be registered)")
-        p.add_argument("--scored-topic", required=True, help="output topic (created if missing)")
-        p.add_argument("--model-store", default=(stack.home / "models").as_uri(),
-                       help="model store: a path, file:// URI or s3://bucket/prefix")
-        p.add_argument("--model-version", default="latest", help="a version id, or latest (hot-swapped)")
-        p.add_argument("--model-refresh-seconds", type=float, default=30.0)
-        p.add_argument("--bootstrap-servers", default=stack.bootstrap_servers)
-        p.add_argument("--group-id", help="Kafka consumer group (default: vigil-sql-<script>-<topic>)")
-        p.add_argument("--bounded", action="store_true", help="stop at the offsets latest at submission")
-        p.add_argument("--wait", action="store_true", help="wait for the job to end (use with --bounded)")
-        p.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits")
-        p.add_argument("--parallelism", type=int, default=1)
-        p.add_argument("--scored-partitions", type=int, default=3)
-        p.add_argument("--define", action="append", default=[], metavar="NAME=VALUE",
-                       help="value for a further placeholder of the script (repeatable)")
-        args = vars(p.parse_args(argv))
-        define = {}
-        for item in args.pop("define"):
-            name, sep, value = item.partition("=")
-            if not sep or not PLACEHOLDER.fullmatch(f"${{{name}}}"):
-                raise ValueError(f"--define wants NAME=VALUE with an upper-case NAME, got {item!r}")
-            define[name] = value
-        return cls(**args, define=define)
+class RunSqlOptions(Options):
+    """What to run, with which topics and model."""
+
+    script: Path = option(..., "a .sql file with ${NAME} placeholders (jobs/sql/)", argument=True, metavar="SCRIPT")
+    telemetry_topic: str = option(..., "input topic (its schema must be registered)")
+    scored_topic: str = option(..., "output topic (created if missing)")
+    model_version: str = option(LATEST, "model version, or latest (hot-swapped)")
+    model_refresh_seconds: float = option(REFRESH_SECONDS, "how often workers look for a newer LATEST model (0 = never)",
+                                          ge=0)
+    group_id: str | None = option(None, "Kafka consumer group", show_default="vigil-sql-<script>-<topic>")
+    bounded: bool = option(False, "stop at the offsets that were latest at submission")
+    wait: bool = option(False, "wait for the job to end (use with --bounded)")
+    timeout: float = option(600.0, "seconds --wait waits", gt=0)
+    parallelism: int = option(1, "parallelism of the job", ge=1)
+    scored_partitions: int = option(DEFAULT_PARTITIONS, "partitions of the output topic if it is created", ge=1)
+    define: dict[str, str] = option({}, "value for a further placeholder of the script, NAME=VALUE (repeatable)",
+                                    parse=_definition, many=True, metavar="NAME=VALUE", show_default=False)
 
     @property
     def consumer_group(self) -> str:
@@ -95,23 +70,6 @@ class RunSqlSettings(BaseModel):
 def sql_literal(value: str) -> str:
     """``value`` made safe inside a single-quoted SQL string (quotes doubled)."""
     return str(value).replace("'", "''")
-
-
-def sql_type(dtype: Any) -> str:
-    """The Flink SQL type of a PyFlink DataType, with NOT NULL where the column is not nullable."""
-    from pyflink.table import types as t
-
-    if isinstance(dtype, t.VarCharType):
-        name = "STRING" if dtype.length == _MAX_LENGTH else f"VARCHAR({dtype.length})"
-    elif isinstance(dtype, t.VarBinaryType):
-        name = "BYTES" if dtype.length == _MAX_LENGTH else f"VARBINARY({dtype.length})"
-    elif isinstance(dtype, t.TimestampType):
-        name = f"TIMESTAMP({dtype.precision})"
-    elif isinstance(dtype, (t.DoubleType, t.FloatType, t.IntType, t.BigIntType, t.BooleanType)):
-        name = dtype.type_name()
-    else:
-        raise SchemaError(f"no SQL rendering for column type {dtype!r}")
-    return name if dtype._nullable else f"{name} NOT NULL"
 
 
 def _flink_escape(text: str, delimiters: str) -> str:
@@ -129,8 +87,8 @@ def job_parameters(params: dict[str, str]) -> str:
     return ",".join(entries)
 
 
-def placeholders(settings: RunSqlSettings, schema: dict[str, Any], manifest: dict[str, Any],
-                 stack: StackSettings) -> dict[str, str]:
+def placeholders(options: RunSqlOptions, settings: VigilSettings, schema: dict[str, Any],
+                 manifest: dict[str, Any]) -> dict[str, str]:
     """The values of every placeholder score_events.sql (and scripts like it) may use.
 
     Raises SchemaError when the model needs a feature the topic does not have.
@@ -141,39 +99,51 @@ def placeholders(settings: RunSqlSettings, schema: dict[str, Any], manifest: dic
     missing = [f for f in features if f not in names]
     if missing:
         raise SchemaError(f"model {manifest['version']} needs columns {missing} that topic "
-                          f"{settings.telemetry_topic!r} does not have (its columns: {names})")
-    entity = roles(schema)["entity"]
-    if not entity:
-        raise SchemaError(f"the schema of {settings.telemetry_topic!r} names no vigil.entity column")
+                          f"{options.telemetry_topic!r} does not have (its columns: {names})")
+    out = outputs(schema)
     model_uri = settings.model_store
     if "://" not in model_uri:  # the Python workers run elsewhere: a relative path would not resolve
         model_uri = str(Path(model_uri).resolve())
-    params = {"vigil.model.uri": model_uri, "vigil.model.version": settings.model_version,
-              "vigil.model.refresh-seconds": f"{settings.model_refresh_seconds:g}"}
-    if model_uri.startswith(("s3://", "s3a://")):
-        params.update({"vigil.s3.endpoint": stack.s3_endpoint, "vigil.s3.access-key": stack.s3_access_key,
-                       "vigil.s3.secret-key": stack.s3_secret_key.get_secret_value()})
+    params = {"vigil.model.uri": model_uri, "vigil.model.version": options.model_version,
+              "vigil.model.refresh-seconds": f"{options.model_refresh_seconds:g}"}
+    if settings.pseudonym.secret_file:
+        params["vigil.pseudonym.secret-file"] = str(Path(settings.pseudonym.secret_file).resolve())
+    if model_uri.startswith(("s3://", "s3a://")):  # the address only: workers read the keys themselves
+        params["vigil.s3.endpoint"] = settings.s3.endpoint
     values = {
-        "TELEMETRY_TOPIC": settings.telemetry_topic,
-        "SCORED_TOPIC": settings.scored_topic,
+        "TELEMETRY_TOPIC": options.telemetry_topic,
+        "SCORED_TOPIC": options.scored_topic,
         "BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "GROUP_ID": settings.consumer_group,
-        "SCAN_BOUNDED_MODE": "latest-offset" if settings.bounded else "unbounded",
-        "PARALLELISM": str(settings.parallelism),
+        "GROUP_ID": options.consumer_group,
+        "TRANSACTIONAL_ID_PREFIX": f"{options.consumer_group}-{options.scored_topic}",
+        "SCAN_BOUNDED_MODE": "latest-offset" if options.bounded else "unbounded",
+        "PARALLELISM": str(options.parallelism),
         "PYTHON_EXECUTABLE": sys.executable,
         "MODEL_URI": model_uri,
         "JOB_PARAMETERS": job_parameters(params),
-        "ENTITY_COLUMN": entity,
+        "SCORED_KEY": out.scored.key or "",
     }
     values = {k: sql_literal(v) for k, v in values.items()}
-    values.update({k: sql_literal(v) for k, v in settings.define.items()})
+    values.update({k: sql_literal(v) for k, v in options.define.items()})
     # generated SQL fragments (identifiers are back-quoted; not string literals)
     values.update({
         "TELEMETRY_COLUMNS": ",\n  ".join(f"`{name}` {sql_type(dtype)}" for name, dtype in columns),
-        "TELEMETRY_COLUMN_NAMES": ", ".join(f"`{name}`" for name in names),
+        "SCORED_COLUMNS": out.scored.sql_columns(),
+        "SCORED_SELECT": ",\n       ".join(scored_select(schema)),
         "FEATURE_COLUMNS": ", ".join(f"`{name}`" for name in features),
     })
     return values
+
+
+def scored_select(schema: dict[str, Any]) -> list[str]:
+    """One SQL expression per column of the scored record (connectors/records.py), in order."""
+    out = outputs(schema)
+    entity = out.entity.removesuffix("_pseudonym")
+    special = {out.entity: f"PSEUDONYM(`{entity}`)", "score": "s.score", "is_anomaly": "s.is_anomaly",
+               "model_version": "s.model_version", "source_partition": "kafka_partition",
+               "source_offset": "kafka_offset", **out.derived}
+    return [f"CAST({special.get(c.name, f'`{c.name}`')} AS {sql_type(c.type)}) AS `{c.name}`"
+            for c in out.scored.columns]
 
 
 def render(text: str, values: dict[str, str], source: str = "script") -> str:
@@ -197,21 +167,19 @@ def render(text: str, values: dict[str, str], source: str = "script") -> str:
     return "".join(out)
 
 
-def rendered_path(settings: RunSqlSettings, stack: StackSettings) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", settings.scored_topic)
-    return stack.home / "sql" / f"{settings.script.stem}-{safe}.rendered.sql"
+def rendered_path(options: RunSqlOptions, settings: VigilSettings) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", options.scored_topic)
+    return settings.home / "sql" / f"{options.script.stem}-{safe}.rendered.sql"
 
 
-def render_script(settings: RunSqlSettings, stack: StackSettings, schema: dict[str, Any],
+def render_script(options: RunSqlOptions, settings: VigilSettings, schema: dict[str, Any],
                   manifest: dict[str, Any]) -> Path:
-    """Write the rendered script (owner-readable only: job parameters may hold S3 keys)."""
-    if not settings.script.is_file():
-        raise ValueError(f"no SQL script at {settings.script}")
-    text = render(settings.script.read_text(), placeholders(settings, schema, manifest, stack), str(settings.script))
-    path = rendered_path(settings, stack)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.write_text(text)
+    """Write the rendered script (owner-readable only)."""
+    if not options.script.is_file():
+        raise ValueError(f"no SQL script at {options.script}")
+    text = render(options.script.read_text(), placeholders(options, settings, schema, manifest), str(options.script))
+    path = rendered_path(options, settings)
+    write_secret_file(path, text)
     return path
 
 
@@ -249,38 +217,43 @@ def submit(cluster: LocalFlinkCluster, rendered: Path, timeout: float = 300.0) -
     return job_id
 
 
-def run(settings: RunSqlSettings, stack: StackSettings) -> str:
+def submit_script(options: RunSqlOptions, settings: VigilSettings) -> str:
     """Check inputs, render, create the output topic and submit; returns the job id."""
-    cluster = LocalFlinkCluster(stack)
+    cluster = LocalFlinkCluster(settings)
     cluster.require()  # fail before any Kafka work when there is nowhere to run
     check_broker(settings.bootstrap_servers)
-    schema = schema_store.require(settings.bootstrap_servers, settings.telemetry_topic)
-    store = ModelStore(settings.model_store, stack if settings.model_store.startswith(("s3://", "s3a://")) else None)
-    manifest = store.manifest(settings.model_version)
-    rendered = render_script(settings, stack, schema, manifest)
-    create_topic(settings.bootstrap_servers, settings.scored_topic, settings.scored_partitions)
+    schema = schema_store.require(settings.bootstrap_servers, options.telemetry_topic)
+    store_s3 = settings.s3 if settings.s3_for(settings.model_store) else None
+    manifest = ModelStore(settings.model_store, store_s3).manifest(options.model_version)
+    rendered = render_script(options, settings, schema, manifest)
+    create_topic(settings.bootstrap_servers, options.scored_topic, options.scored_partitions)
     return submit(cluster, rendered)
 
 
-def main(argv: list[str] | None = None) -> int:
-    stack = StackSettings.from_env()
-    try:
-        settings = RunSqlSettings.from_args(argv)
-        started = time.monotonic()
-        job_id = run(settings, stack)
-        print(f"submitted job {job_id}: {settings.script.name} {settings.telemetry_topic} -> "
-              f"{settings.scored_topic} on {LocalFlinkCluster(stack).rest_url}", flush=True)
-        if settings.wait:
-            state = LocalFlinkCluster(stack).wait_for_job(job_id, settings.timeout)
-            print(f"job {job_id} {state} after {time.monotonic() - started:.1f}s", flush=True)
-            if state != "FINISHED":
-                failure = LocalFlinkCluster(stack).job_exception(job_id)
-                print(f"error: job {job_id} ended {state}" + (f":\n{failure}" if failure else ""), file=sys.stderr)
-                return 1
-    except (ConnectorError, ModelStoreError, FlinkClusterError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+def run(settings: VigilSettings, options: RunSqlOptions) -> int:
+    started = time.monotonic()
+    job_id = submit_script(options, settings)
+    cluster = LocalFlinkCluster(settings)
+    print(f"submitted job {job_id}: {options.script.name} {options.telemetry_topic} -> "
+          f"{options.scored_topic} on {cluster.rest_url}", flush=True)
+    if options.wait:
+        state = cluster.wait_for_job(job_id, options.timeout)
+        print(f"job {job_id} {state} after {time.monotonic() - started:.1f}s", flush=True)
+        if state != "FINISHED":
+            failure = cluster.job_exception(job_id)
+            print(f"error: job {job_id} ended {state}" + (f":\n{failure}" if failure else ""), file=sys.stderr)
+            return 1
     return 0
+
+
+COMMAND = command("run-sql", __doc__, run, options=RunSqlOptions, settings_flags=("kafka.bootstrap_servers",
+                                                                                  "model.store"),
+                  expected_errors=(ConnectorError, ModelStoreError, FlinkClusterError, ValueError),
+                  prog="python -m jobs.run_sql")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

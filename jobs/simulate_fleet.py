@@ -1,626 +1,98 @@
-"""Fleet simulator: correlated vehicle telemetry with labelled failure episodes, produced to Kafka.
+"""Simulate a fleet of vehicles into Kafka: correlated telemetry with labelled failure episodes.
 
     python -m jobs.simulate_fleet --topic telemetry --vehicles 20 --events 20000 --failure-rate 0.02
     python -m jobs.simulate_fleet --topic telemetry --vehicles 20 --events 100000 --rate 20   # real time
 
-``generate(settings)`` is the pure part: a deterministic stream of records matching
-``connectors/schemas/telemetry-v1.avsc`` (same settings and seed => the same records, and a shorter
-run is a prefix of a longer one). ``main()`` checks the broker, creates the topic, registers the
-schema in the schema store and produces the records keyed by ``vehicle_id`` with the Kafka
-timestamp set to the reading's event time.
-
-Each vehicle drives trips (accelerate, cruise, brake, stop at lights, park with the engine off) and
-its signals follow from that: RPM from speed through a six-speed gear model, throttle from the
-speed and acceleration, air flow from RPM and throttle, coolant warming from ambient to a
-thermostat-held ~90 degC, alternator charging while the engine runs, tires warming with speed.
-Failure episodes (a few to a few dozen readings) are injected so that the labelled share of
-readings equals ``failure_rate``; every labelled reading is outside the normal envelope from its
-first reading on, so a detector can be scored per reading.
+Checks the broker, creates the topic, registers the telemetry-v1 schema in the schema store and
+produces the records (jobs/simulation: deterministic for a seed) keyed by vehicle_id, with the
+Kafka timestamp set to each reading's event time. Exit codes: 0 done, 1 Kafka unreachable or
+refusing records, 2 bad flags, 130 interrupted.
 """
 from __future__ import annotations
 
-import argparse
-import itertools
 import math
 import sys
-import time
-from collections import Counter, deque
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from itertools import repeat
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime, timezone
 
-import numpy as np
-
-FAILURE_MODES: tuple[str, ...] = ("engine_vibration", "coolant_overheat", "tire_leak", "battery_drain")
-FIXED_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
-DEFAULT_FIRMWARE: tuple[str, ...] = ("3.1.4", "3.2.0", "3.2.1")
-
-# The physical range of every numeric field, as documented in telemetry-v1.avsc. Every emitted
-# value is clipped into it, faults included.
-PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
-    "speed_kmh": (0.0, 250.0),
-    "engine_rpm": (0.0, 8000.0),
-    "throttle_pct": (0.0, 100.0),
-    "coolant_temp_c": (-40.0, 150.0),
-    "intake_air_temp_c": (-40.0, 90.0),
-    "intake_air_flow_gs": (0.0, 300.0),
-    "battery_voltage_v": (0.0, 16.0),
-    "battery_level_pct": (0.0, 100.0),
-    "current_draw_a": (-50.0, 300.0),
-    "engine_vibration_mm_s": (0.0, 50.0),
-    "tire_pressure_fl_kpa": (0.0, 400.0),
-    "tire_pressure_fr_kpa": (0.0, 400.0),
-    "tire_pressure_rl_kpa": (0.0, 400.0),
-    "tire_pressure_rr_kpa": (0.0, 400.0),
-    "accel_x_g": (-2.0, 2.0),
-    "accel_y_g": (-2.0, 2.0),
-    "accel_z_g": (-1.0, 3.0),
-}
-_NUMERIC = tuple(PHYSICAL_RANGES)
-# Sensor resolution: what a telematics unit would report, and it keeps records readable.
-_DECIMALS = (1, 0, 1, 1, 1, 2, 2, 1, 1, 2, 1, 1, 1, 1, 3, 3, 3)
-_LOW = np.array([PHYSICAL_RANGES[c][0] for c in _NUMERIC])
-_HIGH = np.array([PHYSICAL_RANGES[c][1] for c in _NUMERIC])
-_FIELDS = ("vehicle_id", "event_time", *_NUMERIC, "firmware_version", "failure_label")
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_BLOCK = 256  # readings per vehicle computed at once; fixed so the output never depends on run length
-
-# Drivetrain: six gears, final drive 3.9, wheel radius 0.31 m -> 33.4 engine rpm per km/h at ratio 1.
-_GEAR_RATIOS = np.array([3.6, 2.1, 1.4, 1.0, 0.8, 0.65])
-_RPM_PER_KMH = 33.4
-_IDLE_RPM = 800.0
-_THERMOSTAT_C = 88.0
-_HEAT_PER_GS = 0.018        # K/s of coolant warming per g/s of air flow (fuel burnt ~ air)
-_AMBIENT_LOSS = 1 / 1800    # 1/s: a parked engine cools towards ambient with a 30 min time constant
-_RADIATOR = 0.25            # 1/s: extra cooling once the thermostat opens
-_TIRE_TAU_S = 600.0         # tires warm up (and cool down) over ~10 minutes
-_BATTERY_AH = 60.0
-# Slowly drifting sensor biases: (amplitude, period in hours) for coolant, intake air, voltage,
-# each tire, accel_z. Periods of hours make them look like calibration drift, not signal.
-_DRIFT = np.array([(0.8, 5.0), (0.6, 3.0), (0.03, 4.0), (1.0, 7.0), (1.0, 6.0), (1.0, 8.0), (1.0, 5.5),
-                   (0.004, 2.5)])
+from connectors import schema_store
+from connectors.avro_serde import load_schema
+from connectors.errors import ConnectorError
+from connectors.kafka_io import DEFAULT_PARTITIONS, check_broker, create_topic
+from jobs.simulation import DEFAULT_FIRMWARE, FIXED_START, FleetSettings, produce, summary
+from vigil.commands import Options, OptionsError, command, comma_list, option
+from vigil.settings import VigilSettings
 
 
-@dataclass(frozen=True)
-class FleetSettings:
-    """What to simulate. Invalid values raise ValueError naming the value.
-
-    ``events`` counts readings of the whole fleet; each vehicle reports every ``interval_s``
-    seconds of event time, starting at ``start`` (timezone-aware; kept to the millisecond, in
-    UTC). ``failure_rate`` is the share of readings that carry a failure label, in [0, 1).
-    """
-
-    vehicles: int = 20
-    events: int = 20_000
-    interval_s: float = 1.0
-    start: datetime = FIXED_START
-    failure_rate: float = 0.02
-    seed: int = 42
-    firmware_versions: tuple[str, ...] = DEFAULT_FIRMWARE
-    failure_modes: tuple[str, ...] = FAILURE_MODES
-
-    def __post_init__(self) -> None:
-        for name in ("vehicles", "events"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        if not isinstance(self.interval_s, (int, float)) or not math.isfinite(self.interval_s) \
-                or round(self.interval_s * 1000) < 1:
-            raise ValueError(f"interval_s must be a number of seconds >= 0.001, got {self.interval_s!r}")
-        if not isinstance(self.failure_rate, (int, float)) or not 0 <= self.failure_rate < 1:
-            raise ValueError(f"failure_rate must be in [0, 1), got {self.failure_rate!r}")
-        if not isinstance(self.start, datetime) or self.start.utcoffset() is None:
-            raise ValueError(f"start must be a timezone-aware datetime, got {self.start!r}")
-        start = self.start.astimezone(timezone.utc)
-        object.__setattr__(self, "start", start.replace(microsecond=start.microsecond // 1000 * 1000))
-        firmware = tuple(self.firmware_versions) if not isinstance(self.firmware_versions, str) else ()
-        if not firmware or not all(isinstance(f, str) and f for f in firmware):
-            raise ValueError(f"firmware_versions must be a non-empty list of non-empty strings, "
-                             f"got {self.firmware_versions!r}")
-        object.__setattr__(self, "firmware_versions", firmware)
-        modes = tuple(self.failure_modes) if not isinstance(self.failure_modes, str) else (self.failure_modes,)
-        unknown = [m for m in modes if m not in FAILURE_MODES]
-        if not modes or unknown or len(set(modes)) != len(modes):
-            raise ValueError(f"failure_modes must be distinct names from {FAILURE_MODES}, got "
-                             f"{self.failure_modes!r}")
-        object.__setattr__(self, "failure_modes", modes)
-
-    @property
-    def interval_ms(self) -> int:
-        return round(self.interval_s * 1000)
-
-    @property
-    def start_ms(self) -> int:
-        return (self.start - _EPOCH) // timedelta(milliseconds=1)
-
-    @property
-    def events_per_vehicle(self) -> int:
-        """Readings of the busiest vehicle (the last time step may be cut short)."""
-        return -(-self.events // self.vehicles)
-
-
-def event_time_ms(record: dict[str, Any]) -> int:
-    """A record's event time in epoch milliseconds (exact, no float rounding)."""
-    return (record["event_time"] - _EPOCH) // timedelta(milliseconds=1)
-
-
-def generate(settings: FleetSettings) -> Iterator[dict[str, Any]]:
-    """Yield ``settings.events`` telemetry records in event-time order, interleaved across vehicles.
-
-    Records are dicts with exactly the fields of telemetry-v1; ``event_time`` is a UTC datetime
-    with millisecond precision (what fastavro's timestamp-millis writes and reads back).
-    ``failure_label`` is None for normal readings, else one of ``settings.failure_modes``.
-    Deterministic: every vehicle draws from its own child of ``SeedSequence(settings.seed)``.
-    """
-    children = np.random.SeedSequence(settings.seed).spawn(settings.vehicles)
-    fleet = [_Vehicle(i, settings, np.random.default_rng(c)) for i, c in enumerate(children)]
-    # Every vehicle reports at its own fixed offset within the interval, so ordering one time step
-    # by offset orders the whole stream by event time.
-    fleet.sort(key=lambda v: (v.offset_ms, v.index))
-    remaining = settings.events
-    while remaining > 0:
-        blocks = [v.next_block(_BLOCK) for v in fleet]
-        for step in range(_BLOCK):
-            for rows in blocks:
-                yield dict(zip(_FIELDS, rows[step]))
-                remaining -= 1
-                if remaining == 0:
-                    return
-
-
-@dataclass
-class _Episode:
-    start: int            # reading index of the vehicle
-    length: int
-    mode: str
-    frame_start: int      # the episode may be moved, but never out of its frame
-    frame_end: int
-    resolved: bool = False
-    params: dict[str, float] | None = None
-
-    @property
-    def end(self) -> int:
-        return self.start + self.length
-
-
-class _Vehicle:
-    """One vehicle: its driving profile, physical state and failure schedule, advanced in blocks."""
-
-    def __init__(self, index: int, settings: FleetSettings, rng: np.random.Generator) -> None:
-        self.index = index
-        self.id = f"veh-{index + 1:04d}"
-        self.settings = settings
-        self.rng = rng
-        self.dt = settings.interval_ms / 1000
-        self.offset_ms = int(rng.integers(0, settings.interval_ms))
-        self.firmware = settings.firmware_versions[int(rng.integers(len(settings.firmware_versions)))]
-        self.ambient = float(rng.uniform(-5, 30))
-        self.tire_set = rng.uniform(231, 241, 4)           # kPa, set at this ambient temperature
-        self.tire_heat = rng.uniform(0.9, 1.1, 4)          # per-tire share of the warming
-        self.parked_load = float(rng.uniform(1.5, 4.0))    # A drawn with the ignition off
-        self.load_phase = float(rng.uniform(0, 2 * math.pi))
-        self.drift_phase = rng.uniform(0, 2 * math.pi, len(_DRIFT))
-        # physical state carried from block to block
-        self.coolant = self.ambient + float(rng.uniform(0, 3))
-        self.level = float(rng.uniform(65, 90))
-        self.tire_rise = 0.0                               # degC above ambient
-        self.prev_speed = 0.0
-        self.pos = 0                                       # index of the next reading
-        # driving profile, generated ahead of the readings that use it
-        self._base = 0
-        self._speed = np.zeros(0)
-        self._on = np.zeros(0, dtype=bool)
-        self._lat = np.zeros(0)
-        self._pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [
-            self._stop(float(rng.uniform(5, 60)), engine_on=False)]  # cold start after being parked
-        # failures
-        self._episodes: deque[_Episode] = deque()
-        self._next_frame = 0
-        # Modes take turns per vehicle, starting one further along for each vehicle, so even a
-        # short run with one episode per vehicle covers every mode about equally.
-        self._mode_turn = index + settings.seed
-
-    # --- driving profile -------------------------------------------------------------------------
-    def _samples(self, seconds: float) -> int:
-        return max(1, round(seconds / self.dt))
-
-    def _stop(self, seconds: float, engine_on: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n = self._samples(seconds)
-        return np.zeros(n), np.full(n, engine_on), np.zeros(n)
-
-    def _ramp(self, v0: float, v1: float, turn: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Smooth speed change (smoothstep), peak acceleration of a calm driver; optionally a turn."""
-        up = v1 > v0
-        peak = self.rng.uniform(0.8, 2.2) if up else self.rng.uniform(1.2, 3.0)  # m/s^2
-        seconds = 1.5 * abs(v1 - v0) / 3.6 / peak
-        n = self._samples(seconds)
-        u = np.arange(1, n + 1) / n
-        speed = v0 + (v1 - v0) * u * u * (3 - 2 * u)
-        lat = np.zeros(n)
-        if turn:  # pulling away round a corner: one lateral bump
-            lat = self.rng.choice([-1, 1]) * self.rng.uniform(0.12, 0.3) * np.sin(np.pi * u)
-        return speed, np.ones(n, dtype=bool), lat
-
-    def _cruise(self, v: float, seconds: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Hold ``v`` with slow speed waves and gentle curves; starts exactly at ``v``."""
-        n = self._samples(seconds)
-        t = np.arange(1, n + 1) * self.dt
-        amp, period, phase = self.rng.uniform(0.5, 4), self.rng.uniform(20, 80), self.rng.uniform(0, 2 * np.pi)
-        speed = np.maximum(v + amp * (np.sin(2 * np.pi * t / period + phase) - np.sin(phase)), 5.0)
-        bend, bend_period = self.rng.uniform(0.01, 0.08), self.rng.uniform(15, 60)
-        lat = bend * np.sin(2 * np.pi * t / bend_period + self.rng.uniform(0, 2 * np.pi)) * np.minimum(1, v / 30)
-        return speed, np.ones(n, dtype=bool), lat
-
-    def _trip(self) -> None:
-        rng = self.rng
-        road = rng.choice(3, p=[0.5, 0.3, 0.2])             # city, rural, highway
-        low, high = [(25, 60), (60, 100), (95, 130)][road]
-        v, turn = 0.0, True
-        for leg in range(int(rng.integers(2, 7))):
-            target = float(rng.uniform(low, high))
-            self._pieces.append(self._ramp(v, target, turn))
-            cruise = self._cruise(target, float(rng.uniform(15, 120)))
-            self._pieces.append(cruise)
-            v, turn = float(cruise[0][-1]), False
-            if road == 0 and rng.random() < 0.4:            # traffic light
-                self._pieces.append(self._ramp(v, 0.0, False))
-                self._pieces.append(self._stop(float(rng.uniform(5, 40)), engine_on=True))
-                v, turn = 0.0, True
-        self._pieces.append(self._ramp(v, 0.0, False))
-        if rng.random() < 0.35:
-            self._pieces.append(self._stop(float(rng.uniform(60, 400)), engine_on=False))
-        else:
-            self._pieces.append(self._stop(float(rng.uniform(5, 40)), engine_on=True))
-
-    def _ensure_profile(self, end: int) -> None:
-        """Make the profile cover reading indexes up to ``end`` (exclusive)."""
-        have = self._base + len(self._speed)
-        while have + sum(len(p[0]) for p in self._pieces) < end:
-            self._trip()
-        if self._pieces and have < end:
-            self._speed = np.concatenate([self._speed, *(p[0] for p in self._pieces)])
-            self._on = np.concatenate([self._on, *(p[1] for p in self._pieces)])
-            self._lat = np.concatenate([self._lat, *(p[2] for p in self._pieces)])
-            self._pieces = []
-
-    # --- failure schedule ------------------------------------------------------------------------
-    def _schedule(self, until: int) -> None:
-        """Plan episodes for every frame starting before ``until``.
-
-        The timeline is cut into frames of ``round(length / failure_rate)`` readings, each with one
-        episode at a random place: the labelled share is then exactly the rate frame by frame,
-        instead of drifting the way independent random starts would.
-        """
-        rate = self.settings.failure_rate
-        modes = self.settings.failure_modes
-        while rate > 0 and self._next_frame < until:
-            length = int(self.rng.integers(5, 41))
-            frame = max(length + 1, round(length / rate))
-            gap = 1 if frame - length >= 2 else 0       # keep neighbouring episodes apart
-            start = self._next_frame + int(self.rng.integers(gap, frame - length - gap + 1))
-            mode = modes[self._mode_turn % len(modes)]
-            self._mode_turn += 1
-            self._episodes.append(_Episode(start, length, mode, self._next_frame + gap,
-                                           self._next_frame + frame - gap))
-            self._next_frame += frame
-
-    def _resolve(self, ep: _Episode, earliest: int) -> None:
-        """Fix an episode's place and parameters just before its first reading is computed.
-
-        ``earliest`` is the first reading not yet emitted: an episode may move, but not into the past.
-        """
-        rng = self.rng
-        if ep.mode == "engine_vibration":
-            # Vibration needs a running engine for the whole episode: move it to a random place
-            # near the planned one (within its frame) where the engine runs throughout, else pick
-            # another mode.
-            first = max(ep.frame_start, earliest, ep.start - 1000)
-            last = min(ep.frame_end - ep.length, ep.start + 1000)
-            self._ensure_profile(last + ep.length)
-            on = self._on[first - self._base:last + ep.length - self._base]
-            runs = np.concatenate([[0], np.cumsum(~on)])
-            ok = np.flatnonzero(runs[ep.length:] - runs[:-ep.length] == 0)
-            if len(ok):
-                ep.start = first + int(ok[rng.integers(len(ok))])
-            else:
-                others = [m for m in self.settings.failure_modes if m != "engine_vibration"]
-                if others:
-                    ep.mode = others[int(rng.integers(len(others)))]
-        if ep.mode == "engine_vibration":
-            ep.params = {"factor": float(rng.uniform(3, 8))}
-        elif ep.mode == "coolant_overheat":
-            ep.params = {"peak": float(rng.uniform(110, 130)), "soak": float(rng.uniform(12, 20)),
-                         "fans": float(rng.uniform(18, 28))}
-        elif ep.mode == "tire_leak":
-            ep.params = {"tire": int(rng.integers(4)), "floor": float(rng.uniform(120, 170))}
-        else:
-            ep.params = {"volts": float(rng.uniform(11.1, 11.8)), "amps": float(rng.uniform(35, 90)),
-                         "drain": float(rng.uniform(0.05, 0.2))}
-        ep.resolved = True
-
-    def _episodes_in(self, p: int, n: int) -> list[tuple[_Episode, slice, np.ndarray]]:
-        while self._episodes and self._episodes[0].resolved and self._episodes[0].end <= p:
-            self._episodes.popleft()
-        out = []
-        for ep in self._episodes:
-            if ep.start >= p + n:
-                break
-            if not ep.resolved:
-                self._resolve(ep, p)
-            a, b = max(ep.start, p), min(ep.end, p + n)
-            if a < b:
-                out.append((ep, slice(a - p, b - p), np.arange(a, b) - ep.start))
-        return out
-
-    # --- signals ---------------------------------------------------------------------------------
-    def next_block(self, n: int) -> list[tuple[Any, ...]]:
-        """The next ``n`` readings as tuples in ``_FIELDS`` order."""
-        rng, dt, p = self.rng, self.dt, self.pos
-        self._schedule(p + n)
-        episodes = self._episodes_in(p, n)
-        self._ensure_profile(p + n)
-        k = p - self._base
-        speed, on, lat = self._speed[k:k + n], self._on[k:k + n], self._lat[k:k + n]
-        self._speed, self._on, self._lat = self._speed[k + n:], self._on[k + n:], self._lat[k + n:]
-        self._base = p + n
-        noise = rng.standard_normal((n, 16))
-        t = (np.arange(p, p + n) * self.settings.interval_ms + self.offset_ms) / 1000   # seconds
-        drift = _DRIFT[:, 0] * np.sin(2 * np.pi * t[:, None] / (_DRIFT[:, 1] * 3600) + self.drift_phase)
-
-        accel = np.diff(speed, prepend=self.prev_speed) / 3.6 / dt            # m/s^2 over the interval
-        self.prev_speed = float(speed[-1])
-        moving = speed > 0.5
-        # Throttle follows the power asked for; off the pedal when idling, braking or parked.
-        throttle = 3 + 0.17 * speed + 20 * np.maximum(accel, 0) + 1.2 * noise[:, 0]
-        throttle = np.clip(np.where(on & moving & (accel > -0.3), throttle, 0), 0, 100)
-        # Highest gear that keeps the engine above a shift point that rises with throttle.
-        gear_rpm = speed[:, None] * _RPM_PER_KMH * _GEAR_RATIOS
-        gear = np.maximum((gear_rpm >= (1400 + 18 * throttle)[:, None]).sum(axis=1) - 1, 0)
-        wheel_rpm = gear_rpm[np.arange(n), gear]
-        rpm = np.where(on, np.maximum(wheel_rpm, _IDLE_RPM), 0.0)
-        air = np.where(on, 1.5 + rpm / 1000 * (1.3 + 0.3 * throttle), 0.0)
-        # Electrical load: ignition loads plus slowly varying accessories (fans, lights, seats).
-        load = np.where(on, 14 + 6 * np.sin(2 * np.pi * t / 900 + self.load_phase), self.parked_load) \
-            + 0.5 * noise[:, 1]
-        alternator = 35 + 55 * np.clip((rpm - 800) / 1500, 0, 1)             # A available
-        drain = np.zeros(n)
-        for ep, sl, _ in episodes:
-            if ep.mode == "battery_drain":
-                drain[sl] = ep.params["drain"]
-        coolant, level, current, tire_rise = self._integrate(on, air, load, alternator, speed, drain)
-
-        # Cold engines idle a little higher until the coolant warms up.
-        idle = _IDLE_RPM + 80 * np.clip((50 - coolant) / 60, 0, 1)
-        rpm = np.where(on, np.maximum(wheel_rpm, idle) + 12 * noise[:, 2], 0.0)
-        air = np.where(on, (1.5 + rpm / 1000 * (1.3 + 0.3 * throttle)) * (1 + 0.03 * noise[:, 3]), 0.0)
-        vibration = np.where(on, (0.6 + 0.85 * rpm / 1000 + 0.01 * throttle) * (1 + 0.05 * noise[:, 4]),
-                             np.abs(0.03 * noise[:, 4]))
-        intake = self.ambient + 3 + 0.3 * np.maximum(coolant - self.ambient, 0) * np.exp(-speed / 25) \
-            + drift[:, 1] + 0.3 * noise[:, 5]
-        volts = np.where(on, 14.3 - 0.004 * load, 11.9 + 0.8 * level / 100 - 0.01 * load) + drift[:, 2] \
-            + np.where(on, 0.04, 0.02) * noise[:, 6]
-        tires = self.tire_set * (1 + tire_rise[:, None] * self.tire_heat / (273.15 + self.ambient)) \
-            + drift[:, 3:7] + 0.4 * noise[:, 7:11]
-        coolant = coolant + drift[:, 0] + 0.3 * noise[:, 11]
-        current = current + 0.5 * noise[:, 12]
-        ax = accel / 9.81 + np.where(moving, 0.01, 0.003) * noise[:, 13]
-        ay = lat + np.where(moving, 0.02, 0.003) * noise[:, 14]
-        az = 1 + drift[:, 7] + (0.004 + 0.03 * speed / 130) * noise[:, 15]
-        speed = np.where(moving, speed + 0.2 * noise[:, 0], 0.0)
-
-        labels: list[str | None] = [None] * n
-        for ep, sl, i in episodes:
-            labels[sl] = [ep.mode] * len(i)
-            m = len(i)
-            if ep.mode == "engine_vibration":
-                vibration[sl] *= ep.params["factor"] * rng.uniform(0.85, 1.15, m)
-            elif ep.mode == "coolant_overheat":
-                # Pump or thermostat failure: far above the regulated band within a reading or two.
-                # The radiator fans run flat out (current) and the engine bay heats up (intake air).
-                peak = ep.params["peak"]
-                coolant[sl] = peak - (peak - 108) * np.exp(-(i + 1) / 2) + 0.4 * rng.standard_normal(m)
-                intake[sl] += ep.params["soak"] * (1 - 0.5 * np.exp(-(i + 1) / 3))
-                current[sl] += ep.params["fans"] + rng.standard_normal(m)
-            elif ep.mode == "tire_leak":
-                # Puncture: a fast initial loss, then a steady decline to the episode's floor.
-                j = ep.params["tire"]
-                loss = self.tire_set[j] - ep.params["floor"]
-                tires[sl, j] -= loss * (0.7 * (1 - np.exp(-(i + 1))) + 0.3 * (i + 1) / ep.length)
-            else:
-                # Failed alternator plus a parasitic load: voltage sags, the battery discharges hard.
-                volts[sl] = ep.params["volts"] - 0.012 * i + 0.05 * rng.standard_normal(m)
-                current[sl] = ep.params["amps"] + 3 * rng.standard_normal(m)
-        # Faults end with their episode (repaired, reinflated) so that unlabelled readings stay normal.
-
-        values = np.column_stack([speed, rpm, throttle, coolant, intake, air, volts, level, current, vibration,
-                                  tires, ax, ay, az])
-        values = np.clip(values, _LOW, _HIGH)
-        columns = [np.round(values[:, c], d).tolist() for c, d in enumerate(_DECIMALS)]
-        base_ms = self.settings.start_ms + self.offset_ms
-        step = self.settings.interval_ms
-        times = [_EPOCH + timedelta(milliseconds=base_ms + (p + r) * step) for r in range(n)]
-        self.pos = p + n
-        return list(zip(repeat(self.id), times, *columns, repeat(self.firmware), labels))
-
-    def _integrate(self, on: np.ndarray, air: np.ndarray, load: np.ndarray, alternator: np.ndarray,
-                   speed: np.ndarray, drain: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Step the slow state (coolant, battery charge, tire temperature) through the block.
-
-        Exact exponential steps, so any interval is stable. Returns coolant (degC), battery level
-        (%), battery current (A, negative while charging) and tire warming (degC over ambient).
-        """
-        dt, amb = self.dt, self.ambient
-        keep_parked = math.exp(-_AMBIENT_LOSS * dt)
-        keep_open = math.exp(-(_AMBIENT_LOSS + _RADIATOR) * dt)
-        keep_tire = math.exp(-dt / _TIRE_TAU_S)
-        pct_per_amp = dt / 3600 / _BATTERY_AH * 100
-        temp, level, rise = self.coolant, self.level, self.tire_rise
-        n = len(on)
-        coolant, levels, currents, rises = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
-        for i, (running, gs, amps, alt, kmh, extra) in enumerate(zip(
-                on.tolist(), air.tolist(), load.tolist(), alternator.tolist(), speed.tolist(), drain.tolist())):
-            if running:
-                heat = _HEAT_PER_GS * gs
-                regulated = (heat + _AMBIENT_LOSS * amb + _RADIATOR * _THERMOSTAT_C) / (_AMBIENT_LOSS + _RADIATOR)
-                if temp > _THERMOSTAT_C:
-                    temp = regulated + (temp - regulated) * keep_open
-                else:
-                    warm = amb + heat / _AMBIENT_LOSS
-                    # the thermostat opens mid-step rather than letting a long step overshoot
-                    temp = min(warm + (temp - warm) * keep_parked, max(regulated, _THERMOSTAT_C))
-                demand = min(30.0, max(1.0, 1.2 * (92 - level)))           # charge current wanted
-                net = amps - min(alt, amps + demand)
-            else:
-                temp = amb + (temp - amb) * keep_parked
-                net = amps
-            level = min(100.0, max(5.0, level - net * pct_per_amp - extra))
-            rise = 0.12 * kmh + (rise - 0.12 * kmh) * keep_tire
-            coolant[i], levels[i], currents[i], rises[i] = temp, level, net, rise
-        self.coolant, self.level, self.tire_rise = temp, level, rise
-        return np.array(coolant), np.array(levels), np.array(currents), np.array(rises)
-
-
-# --- running against Kafka ----------------------------------------------------------------------------
-def _parse_start(text: str) -> str:
-    """Check a --start value early (argparse reports it); it is turned into a time later."""
+def _start(text: str) -> str:
     if text not in ("fixed", "now"):
         try:
             datetime.fromisoformat(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected 'fixed', 'now' or an ISO 8601 time, got {text!r}") from None
+            raise ValueError(f"expected 'fixed', 'now' or an ISO 8601 time, got {text!r}") from None
     return text
 
 
-def _parser() -> argparse.ArgumentParser:
-    from stack.settings import StackSettings
-
-    p = argparse.ArgumentParser(prog="python -m jobs.simulate_fleet", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--topic", default="telemetry")
-    p.add_argument("--vehicles", type=int, default=20)
-    p.add_argument("--events", type=int, default=20_000, help="readings of the whole fleet")
-    p.add_argument("--failure-rate", type=float, default=0.02, help="share of labelled readings, [0, 1)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--interval", type=float, default=None,
-                   help="seconds between one vehicle's readings (default 1; with --rate, vehicles/rate)")
-    p.add_argument("--rate", type=float, default=0.0,
-                   help="fleet events per second of wall-clock time; 0 = as fast as possible")
-    p.add_argument("--start", type=_parse_start, default=None,
-                   help="event time of the first reading: fixed (2026-01-01T00:00:00Z), now, or ISO 8601")
-    p.add_argument("--firmware", default=",".join(DEFAULT_FIRMWARE), help="comma-separated versions")
-    p.add_argument("--partitions", type=int, default=3)
-    p.add_argument("--bootstrap-servers", default=StackSettings.from_env().bootstrap_servers)
-    return p
+class SimulateOptions(Options):
+    topic: str = option("telemetry", "Kafka topic to write (created if missing)")
+    vehicles: int = option(FleetSettings.vehicles, "vehicles in the fleet")
+    events: int = option(FleetSettings.events, "readings of the whole fleet")
+    failure_rate: float = option(FleetSettings.failure_rate, "share of labelled (failing) readings, [0, 1)")
+    seed: int = option(FleetSettings.seed, "random seed: the same seed gives the same records")
+    interval: float | None = option(None, "seconds between one vehicle's readings",
+                                    show_default=f"{FleetSettings.interval_s:g}; with --rate, vehicles/rate")
+    rate: float = option(0.0, "fleet events per second of wall-clock time (real time from now); 0 = as fast "
+                              "as possible")
+    start: str | None = option(None, "event time of the first reading: fixed (2026-01-01T00:00:00Z), now, or "
+                                     "ISO 8601", parse=_start, show_default="fixed")
+    firmware: list[str] = option(list(DEFAULT_FIRMWARE), "firmware versions, comma-separated", parse=comma_list)
+    partitions: int = option(DEFAULT_PARTITIONS, "partitions if the topic is created", ge=1)
 
 
-def _settings_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> FleetSettings:
-    if args.rate < 0 or not math.isfinite(args.rate):
-        parser.error(f"--rate must be >= 0, got {args.rate}")
-    interval = args.interval if args.interval is not None else 1.0
-    start_text = args.start or "fixed"
-    if args.rate > 0:
+def fleet_settings(o: SimulateOptions) -> FleetSettings:
+    """The fleet the options describe; OptionsError names the flag that is wrong."""
+    if o.rate < 0 or not math.isfinite(o.rate):
+        raise OptionsError(f"--rate must be >= 0, got {o.rate}")
+    interval = o.interval if o.interval is not None else FleetSettings.interval_s
+    start_text = o.start or "fixed"
+    if o.rate > 0:
         # Real-time mode: simulated time runs at wall-clock speed, so the pace sets the interval
         # and the event times start now (a record is produced when its event time comes).
-        if args.interval is not None:
-            parser.error("--rate and --interval both set the pace; give only one")
-        if start_text != "now" and args.start is not None:
-            parser.error("--rate produces in real time from now; --start can only be 'now'")
-        if args.vehicles >= 1:
-            interval = args.vehicles / args.rate
+        if o.interval is not None:
+            raise OptionsError("--rate and --interval both set the pace; give only one")
+        if start_text != "now" and o.start is not None:
+            raise OptionsError("--rate produces in real time from now; --start can only be 'now'")
+        interval = o.vehicles / o.rate if o.vehicles >= 1 else interval
         start_text = "now"
     start = {"fixed": FIXED_START, "now": datetime.now(timezone.utc)}.get(start_text) \
         or datetime.fromisoformat(start_text)
     try:
-        return FleetSettings(vehicles=args.vehicles, events=args.events, interval_s=interval, start=start,
-                             failure_rate=args.failure_rate, seed=args.seed,
-                             firmware_versions=tuple(f.strip() for f in args.firmware.split(",") if f.strip()))
+        return FleetSettings(vehicles=o.vehicles, events=o.events, interval_s=interval, start=start,
+                             failure_rate=o.failure_rate, seed=o.seed, firmware_versions=tuple(o.firmware))
     except ValueError as exc:
-        parser.error(str(exc))
-        raise  # unreachable: parser.error exits
+        raise OptionsError(str(exc)) from None
 
 
-def produce(settings: FleetSettings, bootstrap: str, topic: str, rate: float = 0.0, *, skip: int = 0,
-            speed: float = 1.0) -> Counter[str | None]:
-    """Produce ``generate(settings)`` to ``topic``; returns the count of readings per label.
-
-    With ``rate > 0`` each record is sent when its event time comes (relative to the first sent),
-    which paces the stream at ``speed * vehicles / interval_s`` events per second. ``skip`` leaves
-    out the first readings, so a later call continues an earlier one's fleet and timeline. Ctrl-C
-    stops early: what was sent is still delivered and counted. Raises ConnectorError when a record
-    is not delivered.
-    """
-    if speed <= 0:
-        raise ValueError(f"speed must be > 0, got {speed}")
-    from tqdm import tqdm
-
-    from connectors.avro_serde import load_schema
-    from connectors.kafka_io import AvroProducer
-
-    counts: Counter[str | None] = Counter()
-    t0, start_ms = time.monotonic(), None
-    every = 1 if rate > 0 else 1000
-    with AvroProducer(bootstrap, topic, load_schema()) as producer, \
-            tqdm(total=settings.events - skip, unit="ev", desc=topic, disable=None, file=sys.stderr) as bar:
-        try:
-            for n, record in enumerate(itertools.islice(generate(settings), skip, None), start=1):
-                ts = event_time_ms(record)
-                start_ms = ts if start_ms is None else start_ms
-                if rate > 0:
-                    ahead = (ts - start_ms) / 1000 / speed - (time.monotonic() - t0)
-                    if ahead > 0.002:
-                        time.sleep(ahead)
-                producer.send(record, key=record["vehicle_id"], timestamp_ms=ts)
-                counts[record["failure_label"]] += 1
-                if n % every == 0:
-                    bar.update(every)
-        except KeyboardInterrupt:
-            pass  # stop early, but still deliver (and count) what was sent
-        bar.update(sum(counts.values()) - bar.n)
-    return counts
+def run(settings: VigilSettings, o: SimulateOptions) -> int:
+    fleet = fleet_settings(o)
+    bootstrap = settings.bootstrap_servers
+    check_broker(bootstrap)
+    create_topic(bootstrap, o.topic, o.partitions)
+    schema_store.register(bootstrap, o.topic, load_schema())
+    counts = produce(fleet, bootstrap, o.topic, o.rate)
+    print(summary(counts, o.topic))
+    if sum(counts.values()) < fleet.events:
+        print(f"interrupted after {sum(counts.values())} of {fleet.events} events", file=sys.stderr)
+        return 130
+    return 0
 
 
-def summary(counts: Counter[str | None], topic: str) -> str:
-    total = sum(counts.values())
-    labelled = total - counts.get(None, 0)
-    per_mode = ", ".join(f"{m}={counts.get(m, 0)}" for m in FAILURE_MODES)
-    share = labelled / total if total else 0.0
-    return f"produced {total} events to {topic!r}: {labelled} labelled failures ({share:.2%}): {per_mode}"
+COMMAND = command("simulate-fleet", __doc__, run, options=SimulateOptions, settings_flags=("kafka.bootstrap_servers",),
+                  expected_errors=(ConnectorError,), prog="python -m jobs.simulate_fleet")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (1 when Kafka is unreachable or refuses records)."""
-    from connectors import schema_store
-    from connectors.avro_serde import load_schema
-    from connectors.errors import ConnectorError
-    from connectors.kafka_io import check_broker
-    from connectors.topics import create_topic
-
-    parser = _parser()
-    args = parser.parse_args(argv)
-    settings = _settings_from_args(parser, args)
-    if args.partitions < 1:
-        parser.error(f"--partitions must be >= 1, got {args.partitions}")
-    try:
-        check_broker(args.bootstrap_servers)
-        create_topic(args.bootstrap_servers, args.topic, args.partitions)
-        schema_store.register(args.bootstrap_servers, args.topic, load_schema())
-        counts = produce(settings, args.bootstrap_servers, args.topic, args.rate)
-    except ConnectorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted before producing", file=sys.stderr)
-        return 130
-    print(summary(counts, args.topic))
-    if sum(counts.values()) < settings.events:
-        print(f"interrupted after {sum(counts.values())} of {settings.events} events", file=sys.stderr)
-        return 130
-    return 0
+    return COMMAND.main(argv)
 
 
 if __name__ == "__main__":

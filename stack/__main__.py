@@ -1,6 +1,6 @@
-"""Command line for the local stack.
+"""The local stack: install, start, stop and inspect the services Vigil runs on one machine.
 
-    python -m stack setup            # resolve jars with Maven, build the Flink home
+    python -m stack setup            # resolve jars with Maven, build the Flink home, make the secrets
     python -m stack up [kafka s3 mosquitto]
     python -m stack status
     python -m stack down [--purge]   # --purge also deletes all data under VIGIL_HOME
@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-import argparse
+import json
 import secrets
 import shlex
 import shutil
@@ -17,87 +17,148 @@ import subprocess
 import sys
 
 from stack import flink_home
+from stack.flink_cluster import FlinkClusterError, LocalFlinkCluster
 from stack.services import SERVICES, ServiceError
-from stack.settings import PROJECT_ROOT, StackSettings
+from vigil.commands import Options, command, group, option
+from vigil.settings import PROJECT_ROOT, S3_CREDENTIALS_FILE, VigilSettings, write_secret_file
 
 
-def resolve_jars(settings: StackSettings) -> None:
+def resolve_jars(settings: VigilSettings) -> None:
     """Download the Java parts from Maven Central into <home>/downloads (idempotent)."""
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise SystemExit("error: Maven (mvn) is not on PATH; it resolves the Flink, Kafka and s3proxy jars")
+        raise ServiceError("Maven (mvn) is not on PATH; it resolves the Flink, Kafka and s3proxy jars")
     cmd = [mvn, "-B", "-q", "-f", str(PROJECT_ROOT / "stack" / "maven" / "pom.xml"),
            f"-Dvigil.downloads={settings.downloads}", "generate-resources"]
     print(f"resolving jars from Maven Central into {settings.downloads} ...", flush=True)
     if subprocess.run(cmd).returncode != 0:
-        raise SystemExit("error: Maven could not resolve the stack's jars (see the output above)")
+        raise ServiceError("Maven could not resolve the stack's jars (see the output above)")
+
+
+def make_secrets(settings: VigilSettings) -> None:
+    """The per-install secrets under <home>/secrets (0700): pseudonym key, S3 keys. Never printed."""
+    folder = settings.secrets_dir
+    key = folder / "pseudonym.key"
+    if not key.exists():
+        write_secret_file(key, secrets.token_hex(32) + "\n", private_dir=True)
+        print(f"created the entity-id pseudonymisation secret {key} (keep it; it is not printed)")
+    s3 = folder / S3_CREDENTIALS_FILE
+    if not s3.exists():
+        write_secret_file(s3, json.dumps({"access_key": "vigil-" + secrets.token_hex(6),
+                                          "secret_key": secrets.token_urlsafe(30)}) + "\n", private_dir=True)
+        print(f"created S3 credentials for the local s3proxy in {s3} (not printed)")
+
+
+def setup(settings: VigilSettings, _options: None) -> int:
+    resolve_jars(settings)
+    make_secrets(settings)
+    home = flink_home.build(VigilSettings.load())  # the new S3 keys go into the rendered config
+    print(f"Flink home ready at {home}")
+    return 0
+
+
+class UpOptions(Options):
+    services: list[str] = option(["kafka", "s3"], f"services to start: any of {', '.join(SERVICES)}",
+                                 argument=True, many=True, metavar="[SERVICE]...")
+    timeout: float | None = option(None, "seconds to wait for each service (default: each service's own)")
+
+
+def up(settings: VigilSettings, options: UpOptions) -> int:
+    unknown = [n for n in options.services if n not in SERVICES]
+    if unknown:
+        raise ServiceError(f"unknown service(s) {unknown}; choose from {list(SERVICES)}")
+    for name in options.services:
+        service = SERVICES[name](settings)
+        print(f"{name}: starting ...", flush=True)
+        outcome = service.start(options.timeout)
+        print(f"{name}: {outcome}, {service.address}", flush=True)
+    return 0
+
+
+class DownOptions(Options):
+    purge: bool = option(False, "also delete all service data under VIGIL_HOME (downloads and the Flink home stay)")
+
+
+def down(settings: VigilSettings, options: DownOptions) -> int:
+    if LocalFlinkCluster(settings).stop():
+        print("flink cluster: stopped")
+    for name, cls in SERVICES.items():
+        stopped = cls(settings).stop()
+        print(f"{name}: {'stopped' if stopped else 'not running'}")
+    if options.purge and settings.home.exists():
+        for name in [*SERVICES, "checkpoints", "savepoints", "flink-tmp", "tier", "models"]:
+            shutil.rmtree(settings.home / name, ignore_errors=True)
+        print(f"purged service data under {settings.home} (downloads, secrets and Flink home kept)")
+    return 0
+
+
+def status(settings: VigilSettings, _options: None) -> int:
+    for name, cls in SERVICES.items():
+        print(f"{name:10s} {cls(settings).status()}")
+    print(f"{'flink':10s} {LocalFlinkCluster(settings).status()}")
+    return 0
+
+
+def env(settings: VigilSettings, _options: None) -> int:
+    for key, value in flink_home.environment(settings).items():
+        print(f"export {key}={shlex.quote(value)}")
+    print(f"export PATH={shlex.quote(str(settings.flink_home / 'bin'))}:\"$PATH\"")
+    return 0
+
+
+class ClusterUpOptions(Options):
+    timeout: float | None = option(None, "seconds to wait for a TaskManager with free slots (default 120)")
+
+
+def cluster_up(settings: VigilSettings, options: ClusterUpOptions) -> int:
+    cluster = LocalFlinkCluster(settings)
+    print("flink cluster: starting ...", flush=True)
+    outcome = cluster.start(options.timeout)
+    print(f"flink cluster: {outcome}, {cluster.status()}")
+    return 0
+
+
+def cluster_down(settings: VigilSettings, _options: None) -> int:
+    print(f"flink cluster: {'stopped' if LocalFlinkCluster(settings).stop() else 'not running'}")
+    return 0
+
+
+def cluster_status(settings: VigilSettings, _options: None) -> int:
+    print(f"flink cluster: {LocalFlinkCluster(settings).status()}")
+    return 0
+
+
+def cluster_jobs(settings: VigilSettings, _options: None) -> int:
+    for job in LocalFlinkCluster(settings).jobs():
+        print(f"{job['jid']}  {job['state']:10s}  {job['name']}")
+    return 0
+
+
+_ERRORS = (ServiceError, FlinkClusterError, flink_home.FlinkHomeError)
+CLUSTER = group("cluster", "The local Flink standalone cluster (one JobManager, one TaskManager).", {
+    "up": command("up", "Start the cluster, or reuse a healthy one.", cluster_up, options=ClusterUpOptions,
+                  expected_errors=_ERRORS),
+    "down": command("down", "Stop the cluster.", cluster_down, expected_errors=_ERRORS),
+    "status": command("status", "Show whether the cluster answers, its TaskManagers and slots.", cluster_status,
+                      expected_errors=_ERRORS),
+    "jobs": command("jobs", "List the cluster's jobs.", cluster_jobs, expected_errors=_ERRORS),
+})
+STACK = group("stack", __doc__, {
+    "setup": command("setup", "Resolve the jars with Maven, build the project-local Flink home, make the "
+                              "per-install secrets (idempotent).", setup, expected_errors=_ERRORS),
+    "up": command("up", "Start services (or reuse healthy running ones) and wait until they answer.", up,
+                  options=UpOptions, expected_errors=_ERRORS),
+    "down": command("down", "Stop every service and the local Flink cluster.", down, options=DownOptions,
+                    expected_errors=_ERRORS),
+    "status": command("status", "Show which services answer.", status, expected_errors=_ERRORS),
+    "env": command("env", "Print shell exports that point flink and sql-client.sh at the project's Flink home.",
+                   env, expected_errors=_ERRORS),
+    "cluster": CLUSTER,
+}, prog="python -m stack")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("setup", help="resolve jars and build the project-local Flink home")
-    up = sub.add_parser("up", help="start services (default: kafka s3)")
-    up.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(SERVICES)}")
-    up.add_argument("--timeout", type=float, default=None, help="seconds to wait for each service")
-    down = sub.add_parser("down", help="stop all services")
-    down.add_argument("--purge", action="store_true", help="also delete all data under VIGIL_HOME")
-    sub.add_parser("status", help="show which services answer")
-    sub.add_parser("env", help="print shell exports for flink and sql-client.sh")
-    sub.add_parser("cluster", help="the local Flink standalone cluster: up, down, status, jobs")
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["cluster"]:  # its own sub-commands and flags: stack/flink_cluster.py
-        from stack.flink_cluster import cli
-
-        return cli(argv[1:])
-    args = parser.parse_args(argv)
-    settings = StackSettings.from_env()
-
-    if args.command == "setup":
-        resolve_jars(settings)
-        home = flink_home.build(settings)
-        print(f"Flink home ready at {home}")
-        secret = settings.home / "secrets" / "pseudonym.key"
-        if not secret.exists():
-            secret.parent.mkdir(parents=True, exist_ok=True)
-            secret.touch(mode=0o600)
-            secret.write_text(secrets.token_hex(32) + "\n")
-            print(f"created the vehicle-id pseudonymisation secret {secret} (keep it; it is not printed)")
-    elif args.command == "up":
-        names = args.services or ["kafka", "s3"]
-        unknown = [n for n in names if n not in SERVICES]
-        if unknown:
-            parser.error(f"unknown service(s) {unknown}; choose from {list(SERVICES)}")
-        for name in names:
-            service = SERVICES[name](settings)
-            print(f"{name}: starting ...", flush=True)
-            try:
-                outcome = service.start(args.timeout)
-            except ServiceError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
-            print(f"{name}: {outcome}, {service.address}", flush=True)
-    elif args.command == "down":
-        from stack.flink_cluster import LocalFlinkCluster
-
-        if LocalFlinkCluster(settings).stop():
-            print("flink cluster: stopped")
-        for name, cls in SERVICES.items():
-            stopped = cls(settings).stop()
-            print(f"{name}: {'stopped' if stopped else 'not running'}")
-        if args.purge and settings.home.exists():
-            for name in [*SERVICES, "checkpoints", "savepoints", "flink-tmp", "tier", "models"]:
-                shutil.rmtree(settings.home / name, ignore_errors=True)
-            print(f"purged service data under {settings.home} (downloads and Flink home kept)")
-    elif args.command == "status":
-        for name, cls in SERVICES.items():
-            print(f"{name:10s} {cls(settings).status()}")
-    elif args.command == "env":
-        for key, value in flink_home.environment(settings).items():
-            print(f"export {key}={shlex.quote(value)}")
-        print(f"export PATH={shlex.quote(str(settings.flink_home / 'bin'))}:\"$PATH\"")
-    return 0
+    return STACK.main(argv)
 
 
 if __name__ == "__main__":

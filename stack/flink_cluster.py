@@ -20,7 +20,6 @@ in ``sql-client.sh`` registering a ``LANGUAGE PYTHON`` function adds it to the s
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -40,7 +39,7 @@ import yaml
 
 from stack import flink_home
 from stack.services import _alive, log_tail, port_open
-from stack.settings import StackSettings
+from vigil.settings import VigilSettings, write_secret_file
 
 TERMINAL_STATES = frozenset({"FINISHED", "FAILED", "CANCELED"})
 _IDENT = "vigil"  # FLINK_IDENT_STRING: names the pid and log files
@@ -71,9 +70,9 @@ class LocalFlinkCluster:
 
     startup_timeout_s: float = 120.0
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: VigilSettings) -> None:
         self.settings = settings
-        self.dir = settings.home / "flink-cluster" / str(settings.flink_rest_port)
+        self.dir = settings.home / "flink-cluster" / str(settings.flink.rest_port)
         self.conf_dir = self.dir / "conf"
         self.log_dir = self.dir / "log"
         self.pid_dir = self.dir / "pid"
@@ -81,12 +80,12 @@ class LocalFlinkCluster:
     # --- addresses and environment -------------------------------------------------------------
     @property
     def rest_url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.flink_rest_port}"
+        return f"http://{self.settings.host}:{self.settings.flink.rest_port}"
 
     @property
     def address(self) -> str:
         """``host:port`` as ``flink run -m`` wants it."""
-        return f"{self.settings.host}:{self.settings.flink_rest_port}"
+        return f"{self.settings.host}:{self.settings.flink.rest_port}"
 
     def environment(self) -> dict[str, str]:
         """Environment for the cluster scripts and its clients (flink, sql-client.sh)."""
@@ -126,7 +125,7 @@ class LocalFlinkCluster:
 
     def overview(self) -> dict[str, Any] | None:
         """REST /overview (TaskManagers, slots, job counts, version), or None when nothing answers."""
-        if not port_open(self.settings.host, self.settings.flink_rest_port):
+        if not port_open(self.settings.host, self.settings.flink.rest_port):
             return None
         try:
             overview = self._request("/overview", timeout=3)
@@ -223,10 +222,10 @@ class LocalFlinkCluster:
             source = s.flink_home / "conf" / name
             if source.exists():
                 shutil.copyfile(source, self.conf_dir / name)
-        (self.conf_dir / "config.yaml").write_text(
-            f"# Rendered by stack/flink_cluster.py for the cluster at {self.rest_url}; edit flink-conf/.\n"
-            + yaml.safe_dump(config, sort_keys=True, width=10_000))
-        (self.conf_dir / "masters").write_text(f"{s.host}:{s.flink_rest_port}\n")
+        write_secret_file(self.conf_dir / "config.yaml",  # owner-only: it holds the S3 keys
+                          f"# Rendered by stack/flink_cluster.py for the cluster at {self.rest_url}; edit flink-conf/.\n"
+                          + yaml.safe_dump(config, sort_keys=True, width=10_000))
+        (self.conf_dir / "masters").write_text(f"{s.host}:{s.flink.rest_port}\n")
         (self.conf_dir / "workers").write_text(f"{s.host}\n")
         return self.conf_dir
 
@@ -241,10 +240,10 @@ class LocalFlinkCluster:
             return "reused"
         start_cluster = self.script("start-cluster.sh")
         if not self.pids():
-            busy = port_open(self.settings.host, self.settings.flink_rest_port)
+            busy = port_open(self.settings.host, self.settings.flink.rest_port)
             if busy:
                 raise FlinkClusterError(
-                    f"port {self.settings.flink_rest_port} on {self.settings.host} is taken by a program that "
+                    f"port {self.settings.flink.rest_port} on {self.settings.host} is taken by a program that "
                     f"does not answer as a Flink cluster; stop it or set VIGIL_FLINK_REST_PORT")
             for stale in self._pid_files():
                 stale.unlink()
@@ -287,11 +286,11 @@ class LocalFlinkCluster:
             stale.unlink(missing_ok=True)
         if self._ports_open():
             raise FlinkClusterError(f"the Flink cluster at {self.rest_url} was stopped but port "
-                                    f"{self.settings.flink_rest_port} is still open")
+                                    f"{self.settings.flink.rest_port} is still open")
         return True
 
     def _ports_open(self) -> bool:
-        return port_open(self.settings.host, self.settings.flink_rest_port)
+        return port_open(self.settings.host, self.settings.flink.rest_port)
 
     def status(self) -> str:
         overview = self.overview()
@@ -312,7 +311,7 @@ def parse_job_id(output: str) -> str | None:
     return found[-1] if found else None
 
 
-def flink_run(settings: StackSettings, script: Path, args: list[str], detached: bool = True,
+def flink_run(settings: VigilSettings, script: Path, args: list[str], detached: bool = True,
               timeout: float = 600.0) -> str:
     """Submit a PyFlink job file to the local cluster with ``flink run -py``; returns its job id.
 
@@ -374,35 +373,3 @@ def _end_session(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
     except ProcessLookupError:
         pass
-
-
-# --- command line (python -m stack cluster ...) ----------------------------------------------------
-
-def cli(argv: list[str] | None = None) -> int:
-    """``python -m stack cluster up|down|status|jobs``."""
-    parser = argparse.ArgumentParser(prog="python -m stack cluster",
-                                     description="the local Flink standalone cluster")
-    sub = parser.add_subparsers(dest="action", required=True)
-    up = sub.add_parser("up", help="start the cluster (or reuse a running one)")
-    up.add_argument("--timeout", type=float, default=None, help="seconds to wait for a TaskManager")
-    sub.add_parser("down", help="stop the cluster")
-    sub.add_parser("status", help="show whether the cluster answers")
-    sub.add_parser("jobs", help="list the cluster's jobs")
-    args = parser.parse_args(argv)
-    cluster = LocalFlinkCluster(StackSettings.from_env())
-    try:
-        if args.action == "up":
-            print("flink cluster: starting ...", flush=True)
-            outcome = cluster.start(args.timeout)
-            print(f"flink cluster: {outcome}, {cluster.status()}")
-        elif args.action == "down":
-            print(f"flink cluster: {'stopped' if cluster.stop() else 'not running'}")
-        elif args.action == "status":
-            print(f"flink cluster: {cluster.status()}")
-        elif args.action == "jobs":
-            for job in cluster.jobs():
-                print(f"{job['jid']}  {job['state']:10s}  {job['name']}")
-    except FlinkClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0

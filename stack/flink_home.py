@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from stack.settings import PROJECT_ROOT, StackSettings
+from vigil.settings import PROJECT_ROOT, VigilSettings, write_secret_file
 
 FLINK_CONF_SOURCE = PROJECT_ROOT / "flink-conf"
 
@@ -49,7 +49,7 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def render_config(settings: StackSettings, profile: str = "local") -> dict:
+def render_config(settings: VigilSettings, profile: str = "local") -> dict:
     """The effective Flink config: flink-conf/config.yaml, the profile overlay, then local paths."""
     config = yaml.safe_load((FLINK_CONF_SOURCE / "config.yaml").read_text()) or {}
     overlay = FLINK_CONF_SOURCE / f"config.{profile}.yaml"
@@ -57,13 +57,14 @@ def render_config(settings: StackSettings, profile: str = "local") -> dict:
         config = _deep_merge(config, yaml.safe_load(overlay.read_text()) or {})
     # Every profile: Python workers use the project's interpreter (not whatever `python` is on PATH),
     # and the S3 endpoint and keys come from the settings (environment), never from a file in git.
+    s3 = settings.s3
     machine: dict = {
         "python": {"executable": sys.executable, "client": {"executable": sys.executable}},
         "s3": {
-            "endpoint": settings.s3_endpoint,
+            "endpoint": s3.endpoint,
             "path.style.access": True,
-            "access-key": settings.s3_access_key,
-            "secret-key": settings.s3_secret_key.get_secret_value(),
+            **({"access-key": s3.access_key.get_secret_value(), "secret-key": s3.secret_key.get_secret_value()}
+               if s3.access_key and s3.secret_key else {}),
             # Only these keys, and a fixed region: otherwise S3A walks its credential and region
             # chains, which probe the cloud metadata address and stall for minutes off-cloud.
             "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
@@ -74,7 +75,7 @@ def render_config(settings: StackSettings, profile: str = "local") -> dict:
         # One machine: everything on loopback, the local s3proxy, state under VIGIL_HOME. Other
         # profiles take addresses and storage from their overlay (config.cluster.yaml).
         machine.update({
-            "rest": {"port": settings.flink_rest_port, "address": settings.host, "bind-address": settings.host},
+            "rest": {"port": settings.flink.rest_port, "address": settings.host, "bind-address": settings.host},
             "jobmanager": {"rpc": {"address": settings.host}, "bind-host": settings.host},
             "taskmanager": {"host": settings.host, "bind-host": settings.host},
             "io": {"tmp": {"dirs": str(settings.home / "flink-tmp")}},
@@ -86,7 +87,7 @@ def render_config(settings: StackSettings, profile: str = "local") -> dict:
     return _deep_merge(config, machine)
 
 
-def build(settings: StackSettings) -> Path:
+def build(settings: VigilSettings) -> Path:
     """Create or refresh ``<home>/flink``; idempotent. Returns the Flink home path."""
     wheel = wheel_home()
     downloads = settings.downloads
@@ -123,20 +124,20 @@ def build(settings: StackSettings) -> Path:
                  "log4j-session.properties", "logback.xml", "logback-console.xml", "logback-session.xml"):
         source = FLINK_CONF_SOURCE / name if (FLINK_CONF_SOURCE / name).exists() else wheel / "conf" / name
         shutil.copyfile(source, conf / name)
-    (conf / "config.yaml").write_text(
-        "# Rendered by stack/flink_home.py from flink-conf/; edit those files, not this one.\n"
-        + yaml.safe_dump(render_config(settings), sort_keys=True, width=10_000)
-    )
-    (conf / "masters").write_text(f"{settings.host}:{settings.flink_rest_port}\n")
+    # owner-only: it holds the S3 keys
+    write_secret_file(conf / "config.yaml",
+                      "# Rendered by stack/flink_home.py from flink-conf/; edit those files, not this one.\n"
+                      + yaml.safe_dump(render_config(settings), sort_keys=True, width=10_000))
+    (conf / "masters").write_text(f"{settings.host}:{settings.flink.rest_port}\n")
     (conf / "workers").write_text(f"{settings.host}\n")
     return home
 
 
-def hadoop_classpath(settings: StackSettings) -> str:
+def hadoop_classpath(settings: VigilSettings) -> str:
     return str(settings.downloads / "hadoop" / "*")
 
 
-def environment(settings: StackSettings) -> dict[str, str]:
+def environment(settings: VigilSettings) -> dict[str, str]:
     """Variables that make PyFlink, `flink` and `sql-client.sh` use the project's Flink home."""
     home = settings.flink_home
     return {
@@ -148,7 +149,7 @@ def environment(settings: StackSettings) -> dict[str, str]:
     }
 
 
-def activate(settings: StackSettings) -> None:
+def activate(settings: VigilSettings) -> None:
     """Point this process (and the JVM PyFlink launches) at the project's Flink home.
 
     Must run before the first PyFlink environment is created. Raises FlinkHomeError when the

@@ -20,7 +20,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from stack.settings import StackSettings
+from vigil.settings import SettingsError, VigilSettings, write_secret_file
 
 
 class ServiceError(RuntimeError):
@@ -64,7 +64,7 @@ class Service:
     name: str = ""
     startup_timeout_s: float = 90.0
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: VigilSettings) -> None:
         self.settings = settings
         self.dir = settings.home / self.name
         self.log_path = self.dir / f"{self.name}.log"
@@ -116,7 +116,7 @@ class Service:
                 raise ServiceError(
                     f"{self.name}: port(s) {busy} on {self.settings.host} are taken by another program "
                     f"that does not answer as {self.name}; stop it or choose other ports "
-                    f"(see VIGIL_* variables in stack/settings.py)."
+                    f"(see the VIGIL_* variables in vigil/settings.py)."
                 )
             self.dir.mkdir(parents=True, exist_ok=True)
             self.prepare()
@@ -197,11 +197,11 @@ class KafkaBroker(Service):
 
     @property
     def address(self) -> str:
-        return self.settings.bootstrap_servers
+        return f"{self.settings.host}:{self.settings.kafka.port}"
 
     @property
     def ports(self) -> list[int]:
-        return [self.settings.kafka_port, self.settings.kafka_controller_port]
+        return [self.settings.kafka.port, self.settings.kafka.controller_port]
 
     @property
     def _properties(self) -> Path:
@@ -216,9 +216,9 @@ class KafkaBroker(Service):
                     "# written by stack/services.py; edit the settings, not this file",
                     "process.roles=broker,controller",
                     "node.id=1",
-                    f"controller.quorum.bootstrap.servers={s.host}:{s.kafka_controller_port}",
-                    f"listeners=PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
-                    f"advertised.listeners=PLAINTEXT://{s.host}:{s.kafka_port}",
+                    f"controller.quorum.bootstrap.servers={s.host}:{s.kafka.controller_port}",
+                    f"listeners=PLAINTEXT://{s.host}:{s.kafka.port},CONTROLLER://{s.host}:{s.kafka.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://{s.host}:{s.kafka.port}",
                     "controller.listener.names=CONTROLLER",
                     "inter.broker.listener.name=PLAINTEXT",
                     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -253,7 +253,7 @@ class KafkaBroker(Service):
             "logger.server.name = kafka.server.KafkaServer\nlogger.server.level = INFO\n"
         )
         marker = self.dir / "formatted-for"
-        wanted = f"{s.host}:{s.kafka_controller_port}"
+        wanted = f"{s.host}:{s.kafka.controller_port}"
         if (data / "meta.properties").exists():
             if marker.exists() and marker.read_text().strip() != wanted:
                 raise ServiceError(
@@ -282,7 +282,7 @@ class KafkaBroker(Service):
         ]
 
     def probe(self) -> bool:
-        if not port_open(self.settings.host, self.settings.kafka_port):
+        if not port_open(self.settings.host, self.settings.kafka.port):
             return False
         from confluent_kafka.admin import AdminClient
 
@@ -301,29 +301,28 @@ class S3Server(Service):
 
     @property
     def address(self) -> str:
-        return self.settings.s3_endpoint
+        return f"http://{self.settings.host}:{self.settings.s3.port}"
 
     @property
     def ports(self) -> list[int]:
-        return [self.settings.s3_port]
+        return [self.settings.s3.port]
 
     def prepare(self) -> None:
         s = self.settings
+        try:
+            access_key, secret_key = s.s3.require_credentials()
+        except SettingsError as exc:
+            raise ServiceError(str(exc)) from None
         (self.dir / "data").mkdir(exist_ok=True)
-        (self.dir / "s3proxy.properties").write_text(
-            "\n".join(
-                [
-                    f"s3proxy.endpoint=http://{s.host}:{s.s3_port}",
-                    "s3proxy.authorization=aws-v2-or-v4",
-                    f"s3proxy.identity={s.s3_access_key}",
-                    f"s3proxy.credential={s.s3_secret_key.get_secret_value()}",
-                    "jclouds.provider=filesystem",
-                    f"jclouds.filesystem.basedir={self.dir / 'data'}",
-                    "",
-                ]
-            )
-        )
-        os.chmod(self.dir / "s3proxy.properties", 0o600)
+        write_secret_file(self.dir / "s3proxy.properties", "\n".join([
+            f"s3proxy.endpoint=http://{s.host}:{s.s3.port}",
+            "s3proxy.authorization=aws-v2-or-v4",
+            f"s3proxy.identity={access_key}",
+            f"s3proxy.credential={secret_key}",
+            "jclouds.provider=filesystem",
+            f"jclouds.filesystem.basedir={self.dir / 'data'}",
+            "",
+        ]))
         (self.dir / "logback.xml").write_text(
             "<configuration>\n"
             "  <appender name=\"OUT\" class=\"ch.qos.logback.core.ConsoleAppender\">\n"
@@ -342,7 +341,7 @@ class S3Server(Service):
         ]
 
     def probe(self) -> bool:
-        if not port_open(self.settings.host, self.settings.s3_port):
+        if not port_open(self.settings.host, self.settings.s3.port):
             return False
         try:
             urllib.request.urlopen(self.address + "/", timeout=2)
@@ -355,10 +354,11 @@ class S3Server(Service):
     def after_start(self) -> None:
         from connectors.object_store import s3_filesystem
 
+        local = self.settings.s3.model_copy(update={"endpoint": self.address})
         try:
-            s3_filesystem(self.settings).create_dir(self.settings.s3_bucket)
+            s3_filesystem(local).create_dir(self.settings.s3.bucket)
         except OSError as exc:
-            raise ServiceError(f"s3 at {self.address} is up but bucket {self.settings.s3_bucket!r} "
+            raise ServiceError(f"s3 at {self.address} is up but bucket {self.settings.s3.bucket!r} "
                                f"could not be created: {exc}") from exc
 
 
@@ -370,15 +370,15 @@ class Mosquitto(Service):
 
     @property
     def address(self) -> str:
-        return f"{self.settings.host}:{self.settings.mqtt_port}"
+        return f"{self.settings.host}:{self.settings.mqtt.port}"
 
     @property
     def ports(self) -> list[int]:
-        return [self.settings.mqtt_port]
+        return [self.settings.mqtt.port]
 
     def prepare(self) -> None:
         (self.dir / "mosquitto.conf").write_text(
-            f"listener {self.settings.mqtt_port} {self.settings.host}\n"
+            f"listener {self.settings.mqtt.port} {self.settings.host}\n"
             "allow_anonymous true\n"
             "persistence false\n"
             "log_dest stdout\n"
@@ -391,7 +391,7 @@ class Mosquitto(Service):
         return [binary, "-c", str(self.dir / "mosquitto.conf")]
 
     def probe(self) -> bool:
-        return port_open(self.settings.host, self.settings.mqtt_port)
+        return port_open(self.settings.host, self.settings.mqtt.port)
 
 
 SERVICES: dict[str, type[Service]] = {"kafka": KafkaBroker, "s3": S3Server, "mosquitto": Mosquitto}

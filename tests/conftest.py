@@ -14,7 +14,7 @@ import pytest
 
 from stack import flink_home
 from stack.services import KafkaBroker, Mosquitto, S3Server, ServiceError
-from stack.settings import StackSettings
+from vigil.settings import VigilSettings
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +33,8 @@ def _restore_environment():
 
 
 @pytest.fixture(scope="session")
-def stack_settings() -> StackSettings:
-    return StackSettings.from_env()
+def stack_settings() -> VigilSettings:
+    return VigilSettings.load()
 
 
 def _start(service) -> None:
@@ -45,28 +45,28 @@ def _start(service) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(stack_settings: StackSettings) -> str:
+def kafka_bootstrap(stack_settings: VigilSettings) -> str:
     """Bootstrap address of the real local Kafka broker (started if not running)."""
     _start(KafkaBroker(stack_settings))
     return stack_settings.bootstrap_servers
 
 
 @pytest.fixture(scope="session")
-def s3_settings(stack_settings: StackSettings) -> StackSettings:
+def s3_settings(stack_settings: VigilSettings) -> VigilSettings:
     """Settings of the real local S3 server (s3proxy, started if not running) with its bucket."""
     _start(S3Server(stack_settings))
     return stack_settings
 
 
 @pytest.fixture(scope="session")
-def mqtt_settings(stack_settings: StackSettings) -> StackSettings:
+def mqtt_settings(stack_settings: VigilSettings) -> VigilSettings:
     """Settings of the real local Mosquitto broker (started if not running)."""
     _start(Mosquitto(stack_settings))
     return stack_settings
 
 
 @pytest.fixture(scope="session")
-def flink_activated(stack_settings: StackSettings) -> StackSettings:
+def flink_activated(stack_settings: VigilSettings) -> VigilSettings:
     """Point PyFlink at the project's Flink home (with the Kafka connector jars)."""
     try:
         flink_home.activate(stack_settings)
@@ -78,7 +78,7 @@ def flink_activated(stack_settings: StackSettings) -> StackSettings:
 @pytest.fixture
 def new_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Callable[..., str]:
     """Factory: ``new_topic("in", partitions=3)`` creates a topic unique to this test."""
-    from connectors.topics import create_topic
+    from connectors.kafka_io import create_topic
 
     base = re.sub(r"[^a-zA-Z0-9]+", "-", request.node.name)[:60].strip("-")
 

@@ -8,14 +8,14 @@ import pytest
 
 from connectors.avro_serde import load_schema, roles
 from connectors.model_store import ModelStore
-from jobs import simulate_fleet
-from jobs.train_autoencoder import TrainSettings, library_versions, new_version, train
+from jobs import simulation
+from jobs.training.trainer import TrainOptions, library_versions, new_version, train
 from udfs.feature_set import FeatureSet
 
 
 def simulated_frame(events: int = 6000, seed: int = 7, failure_rate: float = 0.03) -> pd.DataFrame:
-    settings = simulate_fleet.FleetSettings(vehicles=10, events=events, seed=seed, failure_rate=failure_rate)
-    return pd.DataFrame(list(simulate_fleet.generate(settings)))
+    settings = simulation.FleetSettings(vehicles=10, events=events, seed=seed, failure_rate=failure_rate)
+    return pd.DataFrame(list(simulation.generate(settings)))
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     """(store uri, manifest) of a quickly trained model; the store's LATEST points at it."""
     schema = load_schema()
     frame = simulated_frame()
-    settings = TrainSettings(bootstrap_servers="unused:0", model_store="unused", epochs=12, quiet=True,
+    settings = TrainOptions(epochs=12, quiet=True,
                              min_rows=100)
     work = tmp_path_factory.mktemp("train")
     fields, model = train(frame, FeatureSet.from_schema(schema), roles(schema)["label"], roles(schema)["time"],

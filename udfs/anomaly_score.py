@@ -14,7 +14,8 @@ Configuration comes from the constructor or, for SQL use where the function is r
 from job parameters (``pipeline.global-job-parameters``): ``vigil.model.uri``,
 ``vigil.model.version``, ``vigil.model.refresh-seconds``, ``vigil.scoring.device``
 (auto | cpu | gpu | gpu:N), ``vigil.scoring.engine`` (auto | numpy | tf) and, for s3:// stores,
-``vigil.s3.endpoint``, ``vigil.s3.access-key``, ``vigil.s3.secret-key``.
+``vigil.s3.endpoint``. S3 keys are never job parameters (those show in plans and the web UI): the
+worker reads them from its own environment or the local stack's secrets (vigil.settings).
 """
 from __future__ import annotations
 
@@ -28,9 +29,13 @@ import pandas as pd
 from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
+from vigil.settings import S3Settings, VigilSettings
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: CUDA-probe noise on CPU hosts
 log = logging.getLogger("vigil.udfs.anomaly_score")
 
+LATEST = "latest"         # the version that follows the store's LATEST pointer
+REFRESH_SECONDS = 30.0    # how often a worker scoring LATEST looks for a newer model
 RESULT_TYPE = DataTypes.ROW([
     DataTypes.FIELD("score", DataTypes.DOUBLE()),
     DataTypes.FIELD("is_anomaly", DataTypes.BOOLEAN()),
@@ -108,14 +113,14 @@ class ModelHandle:
 
     def __init__(self, model_uri: str | None = None, version: str | None = None, *, engine: str | None = None,
                  device: str | None = None, refresh_seconds: float | None = None,
-                 s3: dict[str, str] | None = None) -> None:
+                 s3: S3Settings | None = None) -> None:
         # Only plain, picklable values here: the handle is shipped to the workers before open().
         self.model_uri = model_uri
         self.version = version
         self.engine = engine
         self.device = device
         self.refresh_seconds = refresh_seconds
-        self.s3 = s3
+        self.s3 = s3.without_credentials() if s3 is not None else None
         self.model: LoadedModel | None = None
 
     def open(self, param: Any = None) -> None:
@@ -124,12 +129,13 @@ class ModelHandle:
         self.model_uri = self.model_uri or param("vigil.model.uri", "")
         if not self.model_uri:
             raise ValueError("ANOMALY has no model: pass model_uri or set the job parameter vigil.model.uri")
-        self.version = self.version or param("vigil.model.version", "latest")
+        self.version = self.version or param("vigil.model.version", LATEST)
         self.refresh_seconds = float(self.refresh_seconds if self.refresh_seconds is not None
-                                     else param("vigil.model.refresh-seconds", "30"))
-        if self.s3 is None and param("vigil.s3.endpoint", ""):
-            self.s3 = {"endpoint": param("vigil.s3.endpoint", ""), "access_key": param("vigil.s3.access-key", ""),
-                       "secret_key": param("vigil.s3.secret-key", "")}
+                                     else param("vigil.model.refresh-seconds", str(REFRESH_SECONDS)))
+        if self.s3 is None and self.model_uri.startswith(("s3://", "s3a://")):
+            endpoint = param("vigil.s3.endpoint", "")
+            own = VigilSettings.load().s3
+            self.s3 = own.model_copy(update={"endpoint": endpoint}) if endpoint else own
         device = select_device(self.device or param("vigil.scoring.device", "auto"))
         engine = (self.engine or param("vigil.scoring.engine", "auto")).lower()
         self._engine = ("tf" if device.startswith("gpu") else "numpy") if engine == "auto" else engine
@@ -140,15 +146,7 @@ class ModelHandle:
     def _open_store(self) -> Any:
         from connectors.model_store import ModelStore
 
-        settings = None
-        if self.s3:
-            from pydantic import SecretStr
-
-            from stack.settings import StackSettings
-
-            settings = StackSettings(s3_endpoint_override=self.s3["endpoint"], s3_access_key=self.s3["access_key"],
-                                     s3_secret_key=SecretStr(self.s3["secret_key"]))
-        return ModelStore(self.model_uri, settings)
+        return ModelStore(self.model_uri, self.s3)
 
     def _load(self, version: str) -> LoadedModel:
         folder, manifest = self._store.fetch(version)
@@ -160,7 +158,7 @@ class ModelHandle:
         """The model to score the next batch with (after a LATEST check when one is due)."""
         if self.model is None:
             raise RuntimeError("the model handle was used before open()")
-        if self.version == "latest" and self.refresh_seconds > 0:
+        if self.version == LATEST and self.refresh_seconds > 0:
             now = time.monotonic()
             if now - self._checked_at >= self.refresh_seconds:
                 self._checked_at = now

@@ -11,6 +11,10 @@ Errors (prefix = the DLQ reason):
 * ``impossible_value: col=value, ...``: NaN or infinite numbers, which no sensor reports.
 
 Range, not-null and allowed-value checks are the expectation suite's job (udfs/validate_features).
+
+The pseudonymisation secret never travels with the function: the job ships the *path* of the
+secret file, and each worker reads the secret in ``open()`` (``VIGIL_PSEUDONYM_SECRET`` in the
+TaskManager's environment wins; see vigil.settings.read_pseudonym_secret).
 """
 from __future__ import annotations
 
@@ -34,25 +38,25 @@ def pseudonym(secret: bytes, entity: str) -> str:
 
 
 def output_columns(schema: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(name, Flink type) of DecodeTelemetry's result row: the schema's fields (entity renamed to
-    ``<entity>_pseudonym``), all nullable, then ``error``."""
-    from connectors.flink_kafka import physical_columns
-    from connectors.avro_serde import roles
+    """(name, Flink type) of DecodeTelemetry's result row: the decoded columns of the record
+    contract (connectors.records: the schema's fields, the entity as ``<entity>_pseudonym``, all
+    nullable), then ``error``."""
+    from connectors.records import decoded_columns
 
-    entity = roles(schema)["entity"]
-    cols = [(f"{name}_pseudonym" if name == entity else name, dtype.nullable())
-            for name, dtype in physical_columns(schema)]
-    return [*cols, ("error", DataTypes.STRING())]
+    return [*((c.name, c.type) for c in decoded_columns(schema)), ("error", DataTypes.STRING())]
 
 
 class DecodeTelemetry(ScalarFunction):
-    """Vectorized: a Series of Avro payloads -> a DataFrame of decoded, pseudonymised columns."""
+    """Vectorized: a Series of Avro payloads -> a DataFrame of decoded, pseudonymised columns.
 
-    def __init__(self, schema: dict[str, Any], pseudonym_secret: bytes) -> None:
+    ``secret_file``: where the workers read the pseudonymisation secret (a path, not the secret).
+    """
+
+    def __init__(self, schema: dict[str, Any], secret_file: str | None) -> None:
         self.schema = schema
-        self._secret = pseudonym_secret  # never logged; travels pickled inside the job graph only
+        self.secret_file = secret_file
 
-    def __repr__(self) -> str:  # keep the secret out of logs and plans
+    def __repr__(self) -> str:
         return f"DecodeTelemetry(schema={self.schema.get('name')!r})"
 
     def open(self, function_context: FunctionContext | None) -> None:
@@ -82,6 +86,9 @@ class DecodeTelemetry(ScalarFunction):
         # use; timestamps as their raw millis), so a batch becomes columns in one C call.
         self._arrow_schema = pa.schema([(name, pa.int64() if name in self._timestamps else to_arrow_type(dtype))
                                         for name, dtype in physical_columns(self.schema)])
+        from vigil.settings import read_pseudonym_secret
+
+        self._secret = read_pseudonym_secret(self.secret_file)
         self._cache: dict[str, str] = {}
         from udfs import metrics
 
@@ -145,7 +152,46 @@ class DecodeTelemetry(ScalarFunction):
         return frame
 
 
-def decode_udf(schema: dict[str, Any], pseudonym_secret: bytes) -> Any:
-    """The Flink UDF: ``decode_udf(schema, secret)(payload, schema_header)`` -> ROW (see output_columns)."""
+def decode_udf(schema: dict[str, Any], secret_file: str | None) -> Any:
+    """The Flink UDF: ``decode_udf(schema, secret_file)(payload, schema_header)`` -> ROW (see output_columns)."""
     row = DataTypes.ROW([DataTypes.FIELD(name, dtype) for name, dtype in output_columns(schema)])
-    return udf(DecodeTelemetry(schema, pseudonym_secret), result_type=row, func_type="pandas")
+    return udf(DecodeTelemetry(schema, secret_file), result_type=row, func_type="pandas")
+
+
+class Pseudonymise(ScalarFunction):
+    """PSEUDONYM(id): the keyed pseudonym of an entity id (null stays null), vectorized.
+
+    For SQL, where the function is registered by name: the secret file comes from the job
+    parameter ``vigil.pseudonym.secret-file`` (a path), the secret from that file or from
+    ``VIGIL_PSEUDONYM_SECRET`` in the worker's environment.
+    """
+
+    def __init__(self, secret_file: str | None = None) -> None:
+        self.secret_file = secret_file
+
+    def open(self, function_context: FunctionContext | None) -> None:
+        from vigil.settings import read_pseudonym_secret
+
+        path = self.secret_file
+        if path is None and function_context is not None:
+            path = function_context.get_job_parameter("vigil.pseudonym.secret-file", "") or None
+        self._secret = read_pseudonym_secret(path)
+        self._cache: dict[str, str] = {}
+
+    def eval(self, ids: pd.Series) -> pd.Series:
+        out = []
+        for entity in ids:
+            if entity is None:
+                out.append(None)
+                continue
+            value = self._cache.get(entity)
+            if value is None:
+                if len(self._cache) > 100_000:
+                    self._cache.clear()
+                value = self._cache[entity] = pseudonym(self._secret, str(entity))
+            out.append(value)
+        return pd.Series(out, dtype=object)
+
+
+# For SQL: CREATE TEMPORARY SYSTEM FUNCTION PSEUDONYM AS 'udfs.preprocess.pseudonymise' LANGUAGE PYTHON;
+pseudonymise = udf(Pseudonymise(), result_type=DataTypes.STRING(), func_type="pandas")

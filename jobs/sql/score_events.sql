@@ -1,21 +1,23 @@
 -- Score every telemetry event with the autoencoder, in Flink SQL.
 --
 -- Run it with `python -m jobs.run_sql jobs/sql/score_events.sql --telemetry-topic T --scored-topic S
--- --model-store URI [--bounded]`, which fills in the ${NAME} placeholders and submits the rendered
--- script with `sql-client.sh -f` to the local standalone cluster (`python -m stack cluster up`).
--- No host, port, path or column list is written here:
+-- [--bounded]`, which fills in the ${NAME} placeholders and submits the rendered script with
+-- `sql-client.sh -f` to the local standalone cluster (`python -m stack cluster up`). No host, port,
+-- path or column list is written here; they are generated from the topic's schema, the model's
+-- manifest and the record contract (connectors/records.py):
 --
---   TELEMETRY_COLUMNS       the source columns, generated from the topic's registered Avro schema
---                           (same order and NOT NULL as the writer's schema: schemaless Avro
---                           carries no field names)
---   TELEMETRY_COLUMN_NAMES  the same columns as a select list
---   FEATURE_COLUMNS         ANOMALY's arguments: the model's features, in its manifest's order
---   ENTITY_COLUMN           the schema's id column (vigil.entity), the scored records' Kafka key
---   JOB_PARAMETERS          vigil.model.uri / vigil.model.version / ... in Flink's map syntax;
---                           ANOMALY reads them in the Python workers (udfs/anomaly_score.py)
---   SCAN_BOUNDED_MODE       latest-offset (--bounded: stop at the offsets latest at submission)
---                           or unbounded
---   BOOTSTRAP_SERVERS, TELEMETRY_TOPIC, SCORED_TOPIC, GROUP_ID, PARALLELISM, PYTHON_EXECUTABLE
+--   TELEMETRY_COLUMNS   the source columns, from the topic's registered Avro schema (same order and
+--                       NOT NULL as the writer's schema: schemaless Avro carries no field names)
+--   SCORED_COLUMNS      the scored record's columns, exactly as the contract defines them
+--   SCORED_SELECT       the scored record's values: PSEUDONYM(<entity>) for the entity id, the
+--                       schema's derived features, ANOMALY's score/flag/version, the source offsets
+--   SCORED_KEY          the contract's Kafka key column (the entity pseudonym)
+--   FEATURE_COLUMNS     ANOMALY's arguments: the model's features, in its manifest's order
+--   JOB_PARAMETERS      vigil.model.uri / .version / .refresh-seconds and the pseudonym secret's
+--                       file (a path; the workers read the secret themselves) in Flink's map syntax
+--   SCAN_BOUNDED_MODE   latest-offset (--bounded) or unbounded
+--   BOOTSTRAP_SERVERS, TELEMETRY_TOPIC, SCORED_TOPIC, GROUP_ID, TRANSACTIONAL_ID_PREFIX,
+--   PARALLELISM, PYTHON_EXECUTABLE
 
 SET 'pipeline.name' = 'vigil-score-events-sql:${TELEMETRY_TOPIC}';
 SET 'pipeline.global-job-parameters' = '${JOB_PARAMETERS}';
@@ -44,29 +46,26 @@ CREATE TEMPORARY TABLE telemetry (
 
 -- ROW<score DOUBLE, is_anomaly BOOLEAN, model_version STRING>; a higher score is more anomalous.
 CREATE TEMPORARY SYSTEM FUNCTION ANOMALY AS 'udfs.anomaly_score.anomaly' LANGUAGE PYTHON;
+-- The keyed pseudonym of an entity id: raw ids never leave the job.
+CREATE TEMPORARY SYSTEM FUNCTION PSEUDONYM AS 'udfs.preprocess.pseudonymise' LANGUAGE PYTHON;
 
 -- Every input record once, with its score: the source partition/offset identify it exactly.
 CREATE TEMPORARY TABLE scored (
-  ${TELEMETRY_COLUMNS},
-  source_partition INT,
-  source_offset BIGINT,
-  score DOUBLE,
-  is_anomaly BOOLEAN,
-  model_version STRING
+  ${SCORED_COLUMNS}
 ) WITH (
   'connector' = 'kafka',
   'topic' = '${SCORED_TOPIC}',
   'properties.bootstrap.servers' = '${BOOTSTRAP_SERVERS}',
   'key.format' = 'raw',
-  'key.fields' = '${ENTITY_COLUMN}',
+  'key.fields' = '${SCORED_KEY}',
   'value.format' = 'json',
   'value.fields-include' = 'ALL',
   'value.json.timestamp-format.standard' = 'ISO-8601',
-  'sink.delivery-guarantee' = 'at-least-once'
+  'sink.delivery-guarantee' = 'exactly-once',
+  'sink.transactional-id-prefix' = '${TRANSACTIONAL_ID_PREFIX}',
+  'properties.transaction.timeout.ms' = '900000'
 );
 
 INSERT INTO scored
-SELECT ${TELEMETRY_COLUMN_NAMES},
-       kafka_partition, kafka_offset,
-       s.score, s.is_anomaly, s.model_version
+SELECT ${SCORED_SELECT}
 FROM (SELECT *, ANOMALY(${FEATURE_COLUMNS}) AS s FROM telemetry);

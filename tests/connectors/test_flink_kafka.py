@@ -30,7 +30,7 @@ class DecodeToJson:
 def test_datastream_source_and_sink_move_every_record(kafka_bootstrap, new_topic, flink_activated):
     from pyflink.common import Types
 
-    from jobs.flink_env import stream_environment
+    from jobs.core.flink_env import stream_environment
 
     source, target = new_topic("ds-in"), new_topic("ds-out")
     schema = load_schema()

@@ -46,16 +46,16 @@ def test_file_uri_is_the_same_store(tmp_path: Path):
 def test_s3_round_trip(s3_settings, tmp_path: Path):
     import uuid
 
-    uri = f"s3://{s3_settings.s3_bucket}/models-{uuid.uuid4().hex[:8]}"
-    store = ModelStore(uri, s3_settings)
+    uri = f"s3://{s3_settings.s3.bucket}/models-{uuid.uuid4().hex[:8]}"
+    store = ModelStore(uri, s3_settings.s3)
     store.publish(*artifact(tmp_path, "v1"))
     store.publish(*artifact(tmp_path, "v2"))
     assert store.versions() == ["v1", "v2"] and store.latest_version() == "v2"
-    folder, manifest = ModelStore(uri, s3_settings).fetch(cache_dir=tmp_path / "cache")
+    folder, manifest = ModelStore(uri, s3_settings.s3).fetch(cache_dir=tmp_path / "cache")
     assert manifest["version"] == "v2"
     assert (folder / "report.png").read_bytes() == b"\x89PNG fake"
     # the objects really are on the S3 server's disk
-    s3_dir = s3_settings.home / "s3" / "data" / s3_settings.s3_bucket / uri.rsplit("/", 1)[1]
+    s3_dir = s3_settings.home / "s3" / "data" / s3_settings.s3.bucket / uri.rsplit("/", 1)[1]
     assert (s3_dir / "v2" / "manifest.json").exists() or any(s3_dir.rglob("manifest.json"))
 
 

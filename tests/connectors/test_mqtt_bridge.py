@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import threading
 import uuid
@@ -15,14 +14,14 @@ from connectors.avro_serde import AvroDeserializer, load_schema
 from connectors.errors import ConnectorError
 from connectors.kafka_io import read_all
 from connectors.mqtt_bridge import BridgeSettings, MqttBridge, to_record
-from jobs import simulate_fleet
+from jobs import simulation
 
 pytestmark = pytest.mark.kafka
 
 
 def test_json_readings_convert_with_clear_errors():
     schema = load_schema()
-    reading = next(simulate_fleet.generate(simulate_fleet.FleetSettings(vehicles=1, events=1)))
+    reading = next(simulation.generate(simulation.FleetSettings(vehicles=1, events=1)))
     body = {**reading, "event_time": reading["event_time"].isoformat()}
     del body["vehicle_id"]
     record = to_record(json.dumps(body).encode(), "vigil/telemetry/VIN-7", schema)
@@ -38,8 +37,8 @@ def test_json_readings_convert_with_clear_errors():
 def test_bridge_forwards_readings_and_dead_letters_bad_ones(mqtt_settings, kafka_bootstrap):
     topic = f"test.mqtt.{uuid.uuid4().hex[:8]}"
     mqtt_topic = f"vigil-test/{uuid.uuid4().hex[:6]}"
-    readings = list(simulate_fleet.generate(simulate_fleet.FleetSettings(vehicles=5, events=200, seed=2)))
-    bridge = MqttBridge(BridgeSettings(mqtt_port=mqtt_settings.mqtt_port, mqtt_topic=f"{mqtt_topic}/#",
+    readings = list(simulation.generate(simulation.FleetSettings(vehicles=5, events=200, seed=2)))
+    bridge = MqttBridge(BridgeSettings(mqtt_port=mqtt_settings.mqtt.port, mqtt_topic=f"{mqtt_topic}/#",
                                        client_id=f"bridge-{topic}", bootstrap_servers=kafka_bootstrap, topic=topic))
     ready = threading.Event()
     runner = threading.Thread(target=bridge.run, kwargs={"max_messages": len(readings) + 2, "ready": ready})
@@ -47,7 +46,7 @@ def test_bridge_forwards_readings_and_dead_letters_bad_ones(mqtt_settings, kafka
     assert ready.wait(30), "the bridge did not subscribe"
 
     device = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"device-{topic}")
-    device.connect("127.0.0.1", mqtt_settings.mqtt_port)
+    device.connect("127.0.0.1", mqtt_settings.mqtt.port)
     device.loop_start()
     for r in readings:
         body = {**r, "event_time": int(r["event_time"].timestamp() * 1000)}

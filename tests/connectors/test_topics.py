@@ -8,7 +8,8 @@ from connectors import schema_store
 from connectors.avro_serde import load_schema
 from connectors.errors import BrokerUnavailable, ConnectorError
 from connectors.kafka_io import AvroProducer, check_broker, read_all
-from connectors.topics import create_topic, describe_topic, main, peek
+from connectors.kafka_io import create_topic, describe_topic
+from connectors.topics import main, peek
 from tests.connectors.test_avro_serde import reading
 
 pytestmark = pytest.mark.kafka

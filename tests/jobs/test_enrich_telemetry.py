@@ -7,7 +7,7 @@ import math
 import pytest
 
 from connectors import schema_store
-from connectors.avro_serde import load_schema
+from connectors.avro_serde import derived_features, load_schema
 from connectors.kafka_io import AvroProducer, read_all
 from jobs import enrich_telemetry
 from tests.connectors.test_avro_serde import reading
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.flink
 
 @pytest.fixture(scope="module")
 def t_env(flink_activated):
-    from jobs.flink_env import table_environment
+    from jobs.core.flink_env import table_environment
 
     return table_environment(streaming=False, parallelism__default=1)
 
@@ -33,7 +33,7 @@ def test_build_adds_exact_derived_features(t_env):
     events = t_env.from_elements(
         [("A", 240.0, 238.0, 150.0, 241.0, 14.0, 20.0, 0.3, 0.4, 1.2, 2, 17),
          ("B", 235.0, 235.0, 235.0, 235.0, 12.5, -4.0, 0.0, 0.0, 1.0, 0, 3)], row_type)
-    out = enrich_telemetry.build(events, enrich_telemetry.applicable_derivations(cols))
+    out = enrich_telemetry.build(events, derived_features(load_schema(), cols))
     rows = {r[0]: r for r in out.execute().collect()}
     names = out.get_schema().get_field_names()
     a = dict(zip(names, rows["A"]))
@@ -47,7 +47,7 @@ def test_build_adds_exact_derived_features(t_env):
 
 
 def test_derivations_skip_columns_a_topic_does_not_have():
-    derived = enrich_telemetry.applicable_derivations(["battery_voltage_v", "current_draw_a", "x"])
+    derived = derived_features(load_schema(), ["battery_voltage_v", "current_draw_a", "x"])
     assert list(derived) == ["electrical_power_w"]
 
 

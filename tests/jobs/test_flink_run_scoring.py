@@ -10,7 +10,7 @@ import pytest
 from connectors import schema_store
 from connectors.avro_serde import load_schema
 from connectors.kafka_io import read_all
-from connectors.topics import create_topic
+from connectors.kafka_io import create_topic
 from stack.flink_cluster import flink_run
 from tests.jobs.test_score_events import produce_with_bad_records
 from tests.stack.cluster_fixture import flink_cluster  # noqa: F401 - module-scoped cluster fixture

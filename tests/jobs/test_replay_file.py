@@ -18,7 +18,7 @@ import pytest
 from connectors import schema_store
 from connectors.avro_serde import AvroDeserializer, feature_columns
 from connectors.kafka_io import read_all
-from connectors.topics import describe_topic
+from connectors.kafka_io import describe_topic
 from jobs.replay_file import (
     CONSTANT_ENTITY_FIELD,
     Pacer,

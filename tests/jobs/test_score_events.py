@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
-import os
 import random
-import struct
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -16,7 +13,9 @@ from confluent_kafka import Producer
 from connectors import schema_store
 from connectors.avro_serde import SCHEMA_HEADER, AvroSerializer, load_schema, schema_id
 from connectors.kafka_io import read_all
-from jobs import score_events, simulate_fleet
+from jobs import score_events, simulation
+from connectors.records import outputs
+from tests.contract import read_checked
 from udfs.preprocess import pseudonym
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
@@ -33,7 +32,7 @@ def produce_with_bad_records(bootstrap: str, topic: str, good: int) -> dict[int,
     schema = load_schema()
     serialize = AvroSerializer(schema)
     header = [(SCHEMA_HEADER, schema_id(schema).encode())]
-    events = list(simulate_fleet.generate(simulate_fleet.FleetSettings(vehicles=6, events=good, seed=3,
+    events = list(simulation.generate(simulation.FleetSettings(vehicles=6, events=good, seed=3,
                                                                        failure_rate=0.03)))
     valid = serialize(events[0])
     rng = random.Random(1)
@@ -77,7 +76,7 @@ def produce_with_bad_records(bootstrap: str, topic: str, good: int) -> dict[int,
 def scored_run(kafka_bootstrap, trained_model, tmp_path_factory):
     import uuid
 
-    from connectors.topics import create_topic
+    from connectors.kafka_io import create_topic
 
     topic = f"test.score.{uuid.uuid4().hex[:8]}"
     create_topic(kafka_bootstrap, topic, 3)
@@ -110,8 +109,8 @@ def test_vehicle_ids_are_pseudonymised_with_the_secret(scored_run, kafka_bootstr
     scored = [json.loads(m.value()) for m in read_all(kafka_bootstrap, f"{topic}.scored")]
     assert "vehicle_id" not in scored[0]
     expected = {pseudonym(b"test-secret", f"VIN-{i:05d}") for i in range(100)} | {
-        pseudonym(b"test-secret", r) for r in {e["vehicle_id"] for e in simulate_fleet.generate(
-            simulate_fleet.FleetSettings(vehicles=6, events=60, seed=3))}}
+        pseudonym(b"test-secret", r) for r in {e["vehicle_id"] for e in simulation.generate(
+            simulation.FleetSettings(vehicles=6, events=60, seed=3))}}
     assert {r["vehicle_id_pseudonym"] for r in scored} <= expected
 
 
@@ -138,6 +137,20 @@ def test_alerts_are_exactly_the_anomalous_scored_events(scored_run, kafka_bootst
     flagged = {(r["source_partition"], r["source_offset"]) for r in scored if r["is_anomaly"]}
     assert {(a["source_partition"], a["source_offset"]) for a in alerts} == flagged
     assert len(alerts) == len(flagged) > 0
+
+
+def test_every_output_has_exactly_the_contract_fields(scored_run, kafka_bootstrap):
+    topic, good, expected_bad, tier, _ = scored_run
+    out = outputs(load_schema())
+    assert len(read_checked(kafka_bootstrap, f"{topic}.scored", out.scored)) == good
+    assert read_checked(kafka_bootstrap, f"{topic}.alerts", out.alerts)
+    assert len(read_checked(kafka_bootstrap, f"{topic}.dlq", out.dead_letters)) == len(expected_bad)
+    files = [p for p in Path(tier).rglob("*.parquet") if not p.name.startswith(".")] or \
+        [p for p in Path(tier).rglob("part-*") if not p.name.startswith(".")]
+    import pyarrow.parquet as pq
+
+    # the partition columns dt and hr are the folders, every other tier column is in the files
+    assert pq.read_schema(files[0]).names == [n for n in out.tier.names if n not in ("dt", "hr")]
 
 
 def test_parquet_tier_holds_every_scored_event_by_date_and_hour(scored_run):

@@ -12,8 +12,8 @@ from connectors import schema_store
 from connectors.avro_serde import load_schema
 from connectors.kafka_io import AvroProducer
 from connectors.object_store import s3_filesystem
-from connectors.topics import create_topic
-from jobs import score_events, simulate_fleet
+from connectors.kafka_io import create_topic
+from jobs import score_events, simulation
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.s3]
 
@@ -23,7 +23,7 @@ def test_parquet_tier_on_s3(kafka_bootstrap, s3_settings, trained_model, tmp_pat
     create_topic(kafka_bootstrap, topic, 2)
     schema = load_schema()
     schema_store.register(kafka_bootstrap, topic, schema)
-    events = list(simulate_fleet.generate(simulate_fleet.FleetSettings(vehicles=4, events=300, seed=12)))
+    events = list(simulation.generate(simulation.FleetSettings(vehicles=4, events=300, seed=12)))
     with AvroProducer(kafka_bootstrap, topic, schema) as producer:
         for e in events:
             producer.send(e, key=e["vehicle_id"])
@@ -31,12 +31,12 @@ def test_parquet_tier_on_s3(kafka_bootstrap, s3_settings, trained_model, tmp_pat
     secret.write_text("s3-secret")
     prefix = f"tier-test/{topic}"
     code = score_events.main(["--input", topic, "--bootstrap-servers", kafka_bootstrap, "--model-store",
-                              trained_model[0], "--tier", f"s3a://{s3_settings.s3_bucket}/{prefix}",
+                              trained_model[0], "--tier", f"s3a://{s3_settings.s3.bucket}/{prefix}",
                               "--pseudonym-secret-file", str(secret), "--bounded", "--checkpoint-interval", "1 s",
                               "--group-id", f"g-{topic}"])
     assert code == 0
-    fs = s3_filesystem(s3_settings)
-    root = f"{s3_settings.s3_bucket}/{prefix}"
+    fs = s3_filesystem(s3_settings.s3)
+    root = f"{s3_settings.s3.bucket}/{prefix}"
     # S3A leaves directory-marker objects beside the files: read the part files only
     parts = [i.path for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
              if i.type == pafs.FileType.File and i.base_name.startswith("part-")]

@@ -11,8 +11,10 @@ from confluent_kafka import Producer
 from connectors import schema_store
 from connectors.avro_serde import SCHEMA_HEADER, AvroSerializer, load_schema, schema_id
 from connectors.kafka_io import read_all
-from connectors.topics import create_topic
-from jobs import score_events_stream, simulate_fleet
+from connectors.kafka_io import create_topic
+from jobs import score_events_stream, simulation
+from connectors.records import outputs
+from tests.contract import read_checked
 from udfs.preprocess import pseudonym
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
@@ -26,7 +28,7 @@ def stream_run(kafka_bootstrap, trained_model, tmp_path_factory):
     schema_store.register(kafka_bootstrap, topic, schema)
     serialize = AvroSerializer(schema)
     header = [(SCHEMA_HEADER, schema_id(schema).encode())]
-    normal = list(simulate_fleet.generate(simulate_fleet.FleetSettings(vehicles=4, events=400, seed=8,
+    normal = list(simulation.generate(simulation.FleetSettings(vehicles=4, events=400, seed=8,
                                                                        failure_rate=0.0)))
     template = normal[200]  # a warmed-up reading
     t0 = dt.datetime(2026, 1, 1, 0, 10, tzinfo=dt.timezone.utc)
@@ -80,6 +82,14 @@ def test_alert_only_for_k_anomalies_within_the_window(stream_run, kafka_bootstra
     assert all(r["score"] > stream_run[2]["threshold"] for r in alert["readings"])
     assert alert["max_score"] == max(r["score"] for r in alert["readings"])
     assert not [a for a in alerts if a["vehicle_id_pseudonym"] == spread]
+
+
+def test_every_output_has_exactly_the_contract_fields(stream_run, kafka_bootstrap):
+    topic, good, _ = stream_run
+    out = outputs(load_schema())
+    assert len(read_checked(kafka_bootstrap, f"{topic}.stream.scored", out.scored)) == good
+    assert read_checked(kafka_bootstrap, f"{topic}.stream.alerts", out.alerts)
+    assert len(read_checked(kafka_bootstrap, f"{topic}.stream.dlq", out.dead_letters)) == 2
 
 
 def test_bad_records_go_to_the_side_output_dlq(stream_run, kafka_bootstrap):

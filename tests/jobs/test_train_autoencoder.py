@@ -11,8 +11,10 @@ import pytest
 from connectors import schema_store
 from connectors.kafka_io import end_offsets
 from connectors.model_store import ModelStore
-from jobs import simulate_fleet, train_autoencoder
-from jobs.train_autoencoder import TrainSettings, split_evaluation
+from jobs import simulate_fleet, simulation, train_autoencoder
+from jobs.training import trainer
+from jobs.training.trainer import TrainOptions, split_evaluation
+from vigil.settings import VigilSettings
 
 pytestmark = pytest.mark.kafka
 
@@ -59,18 +61,20 @@ def test_manifest_records_lineage_and_everything_needed_to_score(trained, fleet_
     assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and report.stat().st_size > 20_000
 
 
+def _settings(bootstrap: str, store) -> VigilSettings:
+    return VigilSettings.load({"kafka.bootstrap_servers": bootstrap, "model.store": str(store)})
+
+
 def test_offset_and_time_ranges_are_respected(fleet_topic, kafka_bootstrap, tmp_path):
     stop = {p: high // 2 for p, (_, high) in end_offsets(kafka_bootstrap, fleet_topic).items()}
-    settings = TrainSettings(topic=fleet_topic, bootstrap_servers=kafka_bootstrap, model_store=str(tmp_path),
-                             end_offsets=stop, epochs=2, quiet=True)
-    frame, ranges, bad = train_autoencoder.read_topic(settings, schema_store.require(kafka_bootstrap, fleet_topic))
+    options = TrainOptions(topic=fleet_topic, end_offsets=stop, epochs=2, quiet=True)
+    frame, ranges, bad = trainer.read_topic(kafka_bootstrap, options, schema_store.require(kafka_bootstrap, fleet_topic))
     assert {r.partition: r.end for r in ranges} == stop
     assert len(frame) == sum(stop.values()) and bad == 0
 
-    start = simulate_fleet.FIXED_START + dt.timedelta(minutes=10)
-    settings = TrainSettings(topic=fleet_topic, bootstrap_servers=kafka_bootstrap, model_store=str(tmp_path),
-                             start=start.isoformat(), epochs=2, quiet=True)
-    frame, _, _ = train_autoencoder.read_topic(settings, schema_store.require(kafka_bootstrap, fleet_topic))
+    start = simulation.FIXED_START + dt.timedelta(minutes=10)
+    options = TrainOptions(topic=fleet_topic, start=start.isoformat(), epochs=2, quiet=True)
+    frame, _, _ = trainer.read_topic(kafka_bootstrap, options, schema_store.require(kafka_bootstrap, fleet_topic))
     assert pd.to_datetime(frame["event_time"], utc=True).min() >= start
     assert len(frame) == 20 * (1200 - 600)
 
@@ -78,7 +82,7 @@ def test_offset_and_time_ranges_are_respected(fleet_topic, kafka_bootstrap, tmp_
 def test_blocked_evaluation_split_holds_out_whole_time_blocks():
     t0 = pd.Timestamp("2026-01-01", tz="UTC")
     frame = pd.DataFrame({"t": [t0 + pd.Timedelta(seconds=s) for s in range(1200)]})
-    settings = TrainSettings(bootstrap_servers="x", model_store="x", eval_fraction=0.25, eval_block_seconds=100)
+    settings = TrainOptions(eval_fraction=0.25, eval_block_seconds=100)
     held, kept = split_evaluation(frame, "t", settings)
     assert len(held) == 300 and len(kept) == 900
     blocks = set((held // 100).tolist())
@@ -86,13 +90,12 @@ def test_blocked_evaluation_split_holds_out_whole_time_blocks():
 
 
 def test_history_from_parquet_is_added(fleet_topic, kafka_bootstrap, tmp_path):
-    frame = pd.DataFrame(list(simulate_fleet.generate(simulate_fleet.FleetSettings(vehicles=4, events=800, seed=9))))
+    frame = pd.DataFrame(list(simulation.generate(simulation.FleetSettings(vehicles=4, events=800, seed=9))))
     (tmp_path / "hist" / "date=2025-12-31").mkdir(parents=True)
     frame.to_parquet(tmp_path / "hist" / "date=2025-12-31" / "part-0.parquet")
     stop = {p: 100 for p in end_offsets(kafka_bootstrap, fleet_topic)}
-    manifest = train_autoencoder.run(TrainSettings(
-        topic=fleet_topic, bootstrap_servers=kafka_bootstrap, model_store=str(tmp_path / "models"),
-        end_offsets=stop, history=str(tmp_path / "hist"), epochs=2, quiet=True))
+    manifest = trainer.train_from_kafka(_settings(kafka_bootstrap, tmp_path / "models"), TrainOptions(
+        topic=fleet_topic, end_offsets=stop, history=str(tmp_path / "hist"), epochs=2, quiet=True))
     assert manifest["training"]["sources"]["history"]["rows"] == 800
     assert manifest["metrics"]["rows"]["read"] == 800 + sum(stop.values())
 
@@ -113,8 +116,7 @@ def test_training_is_reproducible_with_a_seed(fleet_topic, kafka_bootstrap, tmp_
     stop = {p: 1500 for p in end_offsets(kafka_bootstrap, fleet_topic)}
     thresholds = []
     for run in ("a", "b"):
-        m = train_autoencoder.run(TrainSettings(topic=fleet_topic, bootstrap_servers=kafka_bootstrap,
-                                                model_store=str(tmp_path / run), end_offsets=stop, epochs=3,
-                                                seed=5, quiet=True))
+        m = trainer.train_from_kafka(_settings(kafka_bootstrap, tmp_path / run),
+                                     TrainOptions(topic=fleet_topic, end_offsets=stop, epochs=3, seed=5, quiet=True))
         thresholds.append(m["threshold"])
     np.testing.assert_allclose(thresholds[0], thresholds[1], rtol=1e-5)

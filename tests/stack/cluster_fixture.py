@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from stack.flink_cluster import FlinkClusterError, LocalFlinkCluster
-from stack.settings import StackSettings
+from vigil.settings import VigilSettings
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -25,9 +25,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @pytest.fixture(scope="module")
-def flink_cluster(flink_activated: StackSettings) -> Iterator[LocalFlinkCluster]:
+def flink_cluster(flink_activated: VigilSettings) -> Iterator[LocalFlinkCluster]:
     """A started LocalFlinkCluster (1 JobManager, 1 TaskManager with 2 slots) on a free port."""
-    settings = flink_activated.model_copy(update={"flink_rest_port": free_port(flink_activated.host)})
+    settings = flink_activated.evolve(flink__rest_port=free_port(flink_activated.host))
     cluster = LocalFlinkCluster(settings)
     try:
         cluster.start()

@@ -10,7 +10,7 @@ from connectors import schema_store
 from connectors.avro_serde import load_schema
 from connectors.kafka_io import AvroProducer, read_all
 from stack.flink_cluster import FlinkClusterError, LocalFlinkCluster, flink_run, parse_job_id
-from stack.settings import PROJECT_ROOT
+from vigil.settings import PROJECT_ROOT
 from tests.connectors.test_avro_serde import reading
 from tests.stack.cluster_fixture import flink_cluster, free_port  # noqa: F401 - the fixture
 
@@ -81,7 +81,7 @@ def test_failing_job_file_raises_with_the_client_output(flink_cluster, new_topic
 
 
 def test_a_cluster_that_is_not_running_names_its_address_and_the_fix(stack_settings):
-    cluster = LocalFlinkCluster(stack_settings.model_copy(update={"flink_rest_port": free_port()}))
+    cluster = LocalFlinkCluster(stack_settings.evolve(flink__rest_port=free_port()))
     assert cluster.status() == "down" and cluster.overview() is None
     assert cluster.stop() is False
     with pytest.raises(FlinkClusterError, match=rf"{cluster.rest_url} is not running.*python -m stack cluster up"):
@@ -101,7 +101,7 @@ def test_a_port_held_by_another_program_is_refused_before_anything_starts(stack_
     with socket.socket() as other:
         other.bind((stack_settings.host, 0))
         other.listen()
-        cluster = LocalFlinkCluster(stack_settings.model_copy(update={"flink_rest_port": other.getsockname()[1]}))
+        cluster = LocalFlinkCluster(stack_settings.evolve(flink__rest_port=other.getsockname()[1]))
         with pytest.raises(FlinkClusterError, match="taken by a program that does not answer as a Flink cluster"):
             cluster.start(timeout=5)
         assert not cluster.pids()

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from stack.services import KafkaBroker, Service, ServiceError, port_open
-from stack.settings import StackSettings
+from vigil.settings import VigilSettings
 
 
 def free_port() -> int:
@@ -17,9 +17,8 @@ def free_port() -> int:
 
 
 @pytest.mark.kafka
-def test_broker_on_configured_ports_starts_is_reused_and_stops(tmp_path, stack_settings: StackSettings):
-    settings = stack_settings.model_copy(update={
-        "home": tmp_path, "kafka_port": free_port(), "kafka_controller_port": free_port()})
+def test_broker_on_configured_ports_starts_is_reused_and_stops(tmp_path, stack_settings: VigilSettings):
+    settings = stack_settings.evolve(home=tmp_path, kafka__port=free_port(), kafka__controller_port=free_port())
     (tmp_path / "downloads").symlink_to(stack_settings.downloads)
     broker = KafkaBroker(settings)
     try:
@@ -29,7 +28,7 @@ def test_broker_on_configured_ports_starts_is_reused_and_stops(tmp_path, stack_s
         assert (tmp_path / "kafka" / "data" / "meta.properties").exists()
     finally:
         assert broker.stop() is True
-    assert not port_open("127.0.0.1", settings.kafka_port)
+    assert not port_open("127.0.0.1", settings.kafka.port)
     assert broker.stop() is False
 
 
@@ -52,7 +51,7 @@ class _Crashing(Service):
 
 
 def test_a_service_that_dies_reports_its_log_tail(tmp_path):
-    service = _Crashing(StackSettings(home=tmp_path))
+    service = _Crashing(VigilSettings.load({"home": tmp_path}))
     with pytest.raises(ServiceError, match="(?s)exited during start-up.*boom: bad config line 3"):
         service.start(timeout=20)
 
@@ -62,15 +61,21 @@ def test_a_port_taken_by_another_program_is_named(tmp_path):
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        broker = KafkaBroker(StackSettings(home=tmp_path, kafka_port=port, kafka_controller_port=free_port()))
+        broker = KafkaBroker(VigilSettings.load({"home": tmp_path, "kafka.port": port,
+                                                "kafka.controller_port": free_port()}))
         with pytest.raises(ServiceError, match=f"port\\(s\\) \\[{port}\\]"):
             broker.start(timeout=5)
 
 
-def test_settings_come_from_the_environment(tmp_path):
-    settings = StackSettings.from_env({"VIGIL_HOME": str(tmp_path), "VIGIL_KAFKA_PORT": "19092"})
+def test_settings_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIGIL_HOME", str(tmp_path))
+    monkeypatch.setenv("VIGIL_KAFKA_PORT", "19092")
+    settings = VigilSettings.load()
     assert settings.bootstrap_servers == "127.0.0.1:19092"
     assert settings.downloads == tmp_path / "downloads"
+    monkeypatch.setenv("VIGIL_KAFKA_PORT", "99999")
     with pytest.raises(ValueError):
-        StackSettings.from_env({"VIGIL_KAFKA_PORT": "99999"})
-    assert "vigil-local-secret" not in repr(StackSettings())
+        VigilSettings.load()
+    monkeypatch.setenv("VIGIL_S3_SECRET_KEY", "do-not-show-me")
+    monkeypatch.setenv("VIGIL_KAFKA_PORT", "19092")
+    assert "do-not-show-me" not in repr(VigilSettings.load())

@@ -35,7 +35,7 @@ def _table(t_env, frame, names):
 def test_same_scores_in_a_minicluster_job_as_in_python(trained_model, rows_and_expected, flink_activated):
     from pyflink.table.expressions import col
 
-    from jobs.flink_env import table_environment
+    from jobs.core.flink_env import table_environment
 
     uri, manifest = trained_model
     frame, names, expected = rows_and_expected
@@ -51,13 +51,14 @@ def test_same_scores_in_a_minicluster_job_as_in_python(trained_model, rows_and_e
         if np.isnan(row["score"]):
             assert got[0] is None and got[1] is None
         else:
-            assert got[0] == pytest.approx(row["score"], rel=1e-6)
+            # float32 model: Arrow batches of other sizes round the last digits differently
+            assert got[0] == pytest.approx(row["score"], rel=1e-5)
             assert got[1] == bool(row["is_anomaly"])
         assert got[2] == manifest["version"]
 
 
 def test_sql_calls_the_function_by_name(trained_model, rows_and_expected, flink_activated):
-    from jobs.flink_env import table_environment
+    from jobs.core.flink_env import table_environment
 
     uri, manifest = trained_model
     frame, names, expected = rows_and_expected
@@ -71,5 +72,5 @@ def test_sql_calls_the_function_by_name(trained_model, rows_and_expected, flink_
     assert len(rows) == 50
     for r in rows:
         exp = expected.loc[r[0], "score"]
-        assert (r[1] is None) if np.isnan(exp) else r[1] == pytest.approx(exp, rel=1e-6)
+        assert (r[1] is None) if np.isnan(exp) else r[1] == pytest.approx(exp, rel=1e-5)
         assert r[2] == manifest["version"]

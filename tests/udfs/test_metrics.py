@@ -63,11 +63,12 @@ def test_anomaly_reports_scored_anomalies_quantiles_latency_and_version(trained_
     assert vigil.children[f"model_version={manifest['version']}"].gauges["info"]() == 1
 
 
-def test_decode_counts_dead_letters():
+def test_decode_counts_dead_letters(tmp_path):
     from connectors.avro_serde import load_schema
 
+    (tmp_path / "key").write_text("k")
     ctx = Context()
-    fn = DecodeTelemetry(load_schema(), b"k")
+    fn = DecodeTelemetry(load_schema(), str(tmp_path / "key"))
     fn.open(ctx)
     fn.eval(pd.Series([b"\x00", b"garbage!", None], dtype=object))
     assert ctx.metrics.children["vigil"].counters["dead_letters"] == 3

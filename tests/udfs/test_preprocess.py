@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from connectors.avro_serde import AvroSerializer, load_schema, schema_id
-from jobs import simulate_fleet
+from jobs import simulation
 from udfs.preprocess import DecodeTelemetry, output_columns, pseudonym
 
 
@@ -19,16 +19,27 @@ def schema():
 
 @pytest.fixture(scope="module")
 def events():
-    return list(simulate_fleet.generate(simulate_fleet.FleetSettings(vehicles=5, events=50, seed=4)))
+    return list(simulation.generate(simulation.FleetSettings(vehicles=5, events=50, seed=4)))
 
 
-def decoder(schema, secret=b"secret") -> DecodeTelemetry:
-    d = DecodeTelemetry(schema, secret)
-    d.open(None)
-    return d
+@pytest.fixture(scope="module")
+def secret_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("secret") / "key"
+    path.write_text("secret")
+    return str(path)
 
 
-def test_good_records_decode_with_pseudonyms_and_naive_utc_times(schema, events):
+@pytest.fixture
+def decoder(secret_file):
+    def make(schema) -> DecodeTelemetry:
+        d = DecodeTelemetry(schema, secret_file)
+        d.open(None)
+        return d
+
+    return make
+
+
+def test_good_records_decode_with_pseudonyms_and_naive_utc_times(schema, events, decoder):
     payloads = pd.Series([AvroSerializer(schema)(e) for e in events])
     frame = decoder(schema).eval(payloads, pd.Series([schema_id(schema).encode()] * len(events)))
     assert list(frame.columns) == [name for name, _ in output_columns(schema)]
@@ -41,7 +52,7 @@ def test_good_records_decode_with_pseudonyms_and_naive_utc_times(schema, events)
     assert frame["failure_label"].tolist() == [e["failure_label"] for e in events]
 
 
-def test_bad_records_become_errors_with_null_columns_and_good_ones_survive(schema, events):
+def test_bad_records_become_errors_with_null_columns_and_good_ones_survive(schema, events, decoder):
     rows = [dict(e) for e in events[:8]]
     rows[1]["speed_kmh"] = math.nan
     rows[2]["coolant_temp_c"], rows[2]["accel_x_g"] = math.inf, -math.inf
@@ -67,12 +78,12 @@ def test_bad_records_become_errors_with_null_columns_and_good_ones_survive(schem
     assert frame.loc[7, "speed_kmh"] == rows[7]["speed_kmh"]
 
 
-def test_null_is_not_impossible_and_nullable_timestamps_decode(schema):
+def test_null_is_not_impossible_and_nullable_timestamps_decode(schema, decoder):
     """A nullable feature left empty is the expectation suite's business, not a decode error."""
     fields = [{**f, "type": ["null", f["type"]], "default": None} if f["name"] in ("speed_kmh", "event_time") else f
               for f in schema["fields"]]
     nullable = {**schema, "fields": fields}
-    base = next(simulate_fleet.generate(simulate_fleet.FleetSettings(vehicles=1, events=1, seed=1)))
+    base = next(simulation.generate(simulation.FleetSettings(vehicles=1, events=1, seed=1)))
     payloads = [AvroSerializer(nullable)({**base, "speed_kmh": None, "event_time": None}),
                 AvroSerializer(nullable)(base)]
     frame = decoder(nullable).eval(pd.Series(payloads))
@@ -81,5 +92,14 @@ def test_null_is_not_impossible_and_nullable_timestamps_decode(schema):
     assert frame.loc[1, "event_time"] == pd.Timestamp(base["event_time"].astimezone(timezone.utc).replace(tzinfo=None))
 
 
-def test_the_secret_stays_out_of_repr(schema):
-    assert "topsecret" not in repr(DecodeTelemetry(schema, b"topsecret"))
+def test_the_secret_never_travels_with_the_function(schema, tmp_path):
+    import cloudpickle
+
+    key = tmp_path / "key"
+    key.write_text("topsecret-value-42")
+    fn = DecodeTelemetry(schema, str(key))
+    shipped = cloudpickle.dumps(fn)  # what the job graph carries to the workers
+    fn.open(None)                    # a worker reads the secret itself
+    assert b"topsecret-value-42" not in shipped
+    assert "topsecret-value-42" not in repr(fn)
+    assert fn.eval(pd.Series([None], dtype=object))["error"].tolist() == ["undecodable: empty payload"]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from connectors.avro_serde import feature_columns, load_schema
-from jobs.simulate_fleet import FAILURE_MODES, PHYSICAL_RANGES
+from jobs.simulation import FAILURE_MODES, PHYSICAL_RANGES
 from udfs.validate_features import (
     SUITES_DIR,
     TELEMETRY_COLUMNS,
@@ -292,7 +292,7 @@ def test_same_strings_in_a_minicluster_job_as_in_python(suite, engines, flink_ac
     from pyflink.table import DataTypes
     from pyflink.table.expressions import col
 
-    from jobs.flink_env import table_environment
+    from jobs.core.flink_env import table_environment
 
     frame = varied_frame(11, rows=500).reset_index(drop=True)
     numeric = list(PHYSICAL_RANGES)

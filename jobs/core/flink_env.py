@@ -50,6 +50,12 @@ def _load_filesystem_plugins(config: Configuration) -> None:
     jvm.org.apache.flink.core.fs.FileSystem.initialize(j_conf, plugins)
 
 
+def checkpointing(plan: Any) -> dict[str, str]:
+    """The checkpoint-interval override a job's plan asks for (none: config.yaml's interval stands)."""
+    interval = getattr(plan, "checkpoint_interval", None)
+    return {"execution__checkpointing__interval": interval} if interval else {}
+
+
 def table_environment(*, streaming: bool = True, **overrides: Any) -> TableEnvironment:
     """A TableEnvironment with the project configuration; keyword keys use '__' for '.'."""
     config = load_configuration({k.replace("__", "."): v for k, v in overrides.items()})

@@ -1,0 +1,78 @@
+"""What a pipeline benchmark run measures: sizes per mode, the knob sweep, goals, ratios."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# --- sizes and goals ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What one run measures. ``events`` is N: every Flink variant runs at N and at 2N events."""
+
+    mode: str
+    events: int
+    unique_events: int               # distinct simulated records; the topic repeats them
+    latency_seconds: float           # measured window of each latency run
+    sweep: bool                      # try Python UDF knob settings for (d)
+    exactly_once_latency: bool       # also measure latency with exactly-once sinks
+    bundle_time_latency: bool        # also measure latency with python bundle.time = 100 ms
+    parallelism2: bool               # also run (d) at parallelism 2
+    bootstrap_servers: str
+    out: Path
+    keep_topics: bool = False
+    failure_rate: float = 0.05       # share of simulated readings inside a failure episode
+
+    def __post_init__(self) -> None:
+        if self.events < 100:
+            raise ValueError(f"events must be >= 100, got {self.events}")
+        if self.latency_seconds <= 0:
+            raise ValueError(f"latency_seconds must be > 0, got {self.latency_seconds}")
+
+
+MODES: dict[str, dict[str, Any]] = {
+    # CI smoke test: every variant once, no knob sweep; figures are noise at this size.
+    "smoke": {"events": 3_000, "unique_events": 3_000, "latency_seconds": 4.0, "sweep": False,
+              "exactly_once_latency": False, "bundle_time_latency": False, "parallelism2": False},
+    # A few minutes: indicative figures, one knob setting (the configured one).
+    "quick": {"events": 30_000, "unique_events": 20_000, "latency_seconds": 8.0, "sweep": False,
+              "exactly_once_latency": False, "bundle_time_latency": False, "parallelism2": False},
+    # ~10 minutes on 2 cores: the figures to quote.
+    "full": {"events": 200_000, "unique_events": 50_000, "latency_seconds": 25.0, "sweep": True,
+             "exactly_once_latency": True, "bundle_time_latency": True, "parallelism2": True},
+}
+
+# (arrow batch size, bundle size, bundle time ms) tried for (d) in full mode.
+SWEEP: list[tuple[int, int, int]] = [
+    (1_000, 100_000, 100), (1_000, 100_000, 1_000),
+    (10_000, 100_000, 100), (10_000, 100_000, 1_000),
+    (50_000, 100_000, 100), (50_000, 100_000, 1_000),
+]
+KNOB_KEYS = ("python.fn-execution.arrow.batch.size", "python.fn-execution.bundle.size",
+             "python.fn-execution.bundle.time")
+
+GOALS: list[tuple[str, str, float, str]] = [
+    # (label, measured key, target, comparison)
+    ("(d) events/s", "d", 150_000, ">="),
+    ("(d)/(c)", "d/c", 0.8, ">="),
+    ("(d)/(f)", "d/f", 1.0, ">="),
+    ("(e)/(d)", "e/d", 0.9, ">="),
+    ("event-to-alert p99 ms at half load", "latency_p99_ms", 200, "<="),
+]
+RATIOS: list[tuple[str, str]] = [("d", "c"), ("d", "f"), ("c", "b"), ("e", "d"), ("g", "d"),
+                                 ("d-full", "d"), ("e-full", "d-full"), ("b", "a-consume")]
+
+DESCRIPTIONS = {
+    "a-produce": "confluent-kafka produce, pre-serialised Avro (idempotent, acks=all, lz4)",
+    "a-consume": "confluent-kafka consume(num_messages=10000), no decode",
+    "b-raw": "Flink raw bytes -> raw bytes, no Python",
+    "b": "Flink Avro (Java decode) -> JSON, no Python",
+    "c": "(b) + no-op pandas UDF on the 17 features",
+    "d": "(b) + ANOMALY pandas UDF on the 17 features",
+    "e": "(d) + VALIDATE (compiled telemetry-v1 suite)",
+    "d-full": "score_events.build, no suite: Python decode + ANOMALY -> scored/alerts/dlq",
+    "e-full": "score_events.build with the suite (the real job, at-least-once sinks, no Parquet tier)",
+    "f": "hand-rolled Python: consume batch, fastavro, numpy model, produce JSON",
+    "g": "NumpyScorer.score on a ready float32 matrix (10k rows)",
+}

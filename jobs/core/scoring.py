@@ -1,0 +1,255 @@
+"""The scoring job, declared once: options, the client-side plan, and ``build(raw, plan)``.
+
+    raw Kafka records -> decode + pseudonymise (udfs/preprocess) -> validate (udfs/validate_features)
+    -> ANOMALY(...) (udfs/anomaly_score) -> route: scored | alerts | dead letters
+
+``plan(settings, options)`` does every check that can be done before submitting (the broker
+answers, the topic has a schema, the model exists and its features are columns of the topic,
+the suite loads, the pseudonymisation secret is readable) and creates the output topics.
+``build(raw, plan)`` declares the pipeline on a table of raw Kafka records (``raw_source``
+columns: record_key, payload, kafka_partition, kafka_offset, kafka_timestamp, kafka_headers) and
+returns the three outputs, shaped exactly as the record contract (connectors/records.py) says;
+jobs attach sinks to them with jobs/core/sinks.py. A bad record never fails the job and never
+disappears: each input record ends up in exactly one of scored or dead letters.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pyflink.table import Table
+from pyflink.table.expressions import call_sql, col, lit
+
+from connectors import schema_store
+from connectors.avro_serde import SCHEMA_HEADER
+from connectors.errors import SchemaError
+from connectors.kafka_io import DEFAULT_PARTITIONS, check_broker, create_topic
+from connectors.model_store import ModelStore
+from connectors.records import Outputs, outputs
+from udfs.anomaly_score import LATEST, REFRESH_SECONDS
+from vigil.commands import Options, option
+from vigil.settings import S3Settings, VigilSettings
+
+
+class ScoreOptions(Options):
+    """Options of both scoring jobs (Table API and DataStream); each flag's help says what it does."""
+
+    input_topic: str = option("telemetry", "Kafka topic to score (its schema must be registered)", flag="--input")
+    scored_topic: str | None = option(None, "topic for every scored event", show_default="<input>.scored")
+    alerts_topic: str | None = option(None, "topic for alerts", show_default="<input>.alerts")
+    dlq_topic: str | None = option(None, "topic for dead letters (records that could not be scored)",
+                                   show_default="<input>.dlq")
+    model_version: str = option(LATEST, "model version to score with; latest follows the store's LATEST "
+                                          "pointer (hot-swapped)")
+    model_refresh_seconds: float = option(REFRESH_SECONDS, "how often workers look for a newer LATEST model (0 = never)",
+                                          ge=0)
+    expectations: str | None = option(None, "Great Expectations suite JSON; 'none' skips validation",
+                                      show_default="the suite named after the topic's schema, if any")
+    validation_engine: Literal["compiled", "gx"] = option(
+        "compiled", "compiled: the suite as vectorized masks; gx: Great Expectations itself (slow, the reference)")
+    group_id: str | None = option(None, "Kafka consumer group", show_default="vigil-<job>")
+    bounded: bool = option(False, "stop at the offsets that were latest when the job started")
+    parallelism: int = option(1, "parallelism of the job", ge=1)
+    checkpoint_interval: str | None = option(None, "checkpoint interval; the Kafka sinks commit on checkpoints",
+                                             show_default="execution.checkpointing.interval of flink-conf/")
+    output_partitions: int = option(DEFAULT_PARTITIONS, "partitions of output topics the job creates", ge=1)
+
+
+SCORE_SETTINGS_FLAGS = ("kafka.bootstrap_servers", "model.store", "tier", "pseudonym.secret_file")
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """What a scoring job reads, scores with and writes: resolved on the client, before submission.
+
+    Holds no secret: the pseudonymisation secret is named by its file, S3 by its address only.
+    """
+
+    job: str
+    input_topic: str
+    topics: dict[str, str]  # scored / alerts / dlq -> topic
+    bootstrap_servers: str
+    group_id: str
+    bounded: bool
+    parallelism: int
+    checkpoint_interval: str | None
+    schema: dict[str, Any]
+    outputs: Outputs
+    manifest: dict[str, Any]
+    suite: dict[str, Any] | None
+    model_store: str
+    model_version: str
+    model_refresh_seconds: float
+    validation_engine: str
+    secret_file: str | None
+    s3: S3Settings | None
+    tier: str | None
+
+    @property
+    def features(self) -> list[str]:
+        return list(self.manifest["features"]["names"])
+
+    @property
+    def transactional_prefix(self) -> str:
+        return f"{self.group_id}-{self.input_topic}"
+
+
+def load_suite(expectations: str | None, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The expectation suite for this topic: the one given, else the one named after the schema."""
+    if expectations == "none":
+        return None
+    from udfs import validate_features
+
+    if expectations:
+        return validate_features.load_suite(expectations)
+    if schema.get("namespace") == "dev.vigil.telemetry.v1":
+        return validate_features.load_suite("telemetry-v1")
+    return None  # replayed topics: decoding + impossible-value checks + scoring still apply
+
+
+def plan(settings: VigilSettings, options: ScoreOptions, *, job: str, topic_infix: str = "",
+         tier: bool = True) -> ScoringPlan:
+    """Client-side checks and topic creation, then the plan; see the module docstring.
+
+    ``topic_infix``: e.g. ``.stream`` makes the default outputs ``<input>.stream.scored`` etc.
+    """
+    bootstrap = settings.bootstrap_servers
+    check_broker(bootstrap)
+    schema = schema_store.require(bootstrap, options.input_topic)
+    store_s3 = settings.s3 if settings.s3_for(settings.model_store) else None
+    manifest = ModelStore(settings.model_store, store_s3).manifest(options.model_version)
+    suite = load_suite(options.expectations, schema)
+    settings.pseudonym.check_readable()
+    made = assemble(settings, options, schema, manifest, suite, job=job, topic_infix=topic_infix, tier=tier)
+    for topic in made.topics.values():
+        create_topic(bootstrap, topic, options.output_partitions)
+    return made
+
+
+def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, Any], manifest: dict[str, Any],
+             suite: dict[str, Any] | None, *, job: str, topic_infix: str = "", tier: bool = True) -> ScoringPlan:
+    """The plan from values already looked up (no Kafka, no store): what plan() returns after its checks.
+
+    Raises SchemaError when the model needs a column the topic does not have.
+    """
+    contracts = outputs(schema)
+    decoded = {c.name for c in contracts.scored_base.columns}
+    missing = [f for f in manifest["features"]["names"] if f not in decoded]
+    if missing:
+        raise SchemaError(f"model {manifest['version']} needs columns {missing} that topic "
+                          f"{options.input_topic!r} does not have")
+    base = f"{options.input_topic}{topic_infix}"
+    topics = {"scored": options.scored_topic or f"{base}.scored",
+              "alerts": options.alerts_topic or f"{base}.alerts",
+              "dlq": options.dlq_topic or f"{base}.dlq"}
+    tier_uri = settings.tier_uri if tier else None
+    return ScoringPlan(
+        job=job, input_topic=options.input_topic, topics=topics, bootstrap_servers=settings.bootstrap_servers,
+        group_id=options.group_id or f"vigil-{job}", bounded=options.bounded, parallelism=options.parallelism,
+        checkpoint_interval=options.checkpoint_interval, schema=schema, outputs=contracts, manifest=manifest,
+        suite=suite, model_store=settings.model_store, model_version=options.model_version,
+        model_refresh_seconds=options.model_refresh_seconds, validation_engine=options.validation_engine,
+        secret_file=str(settings.pseudonym.secret_file) if settings.pseudonym.secret_file else None,
+        s3=settings.s3_for(settings.model_store, tier_uri), tier=tier_uri)
+
+
+@dataclass
+class ScoredTables:
+    """What build() declares, each shaped as its record contract: scored, alerts, dead letters."""
+
+    scored: Table
+    alerts: Table
+    dead_letters: Table
+
+
+RAW_COLUMNS = ("record_key", "payload", "kafka_partition", "kafka_offset", "kafka_timestamp")
+
+
+def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
+    """Declare decoding, validation, scoring and routing on a raw Kafka table (module docstring)."""
+    from udfs.anomaly_score import anomaly_udf
+    from udfs.preprocess import decode_udf, output_columns
+
+    out = plan.outputs
+    decoded_cols = [name for name, _ in output_columns(plan.schema)]
+    decode = decode_udf(plan.schema, plan.secret_file)
+    decoded = raw.select(
+        *[col(c) for c in RAW_COLUMNS],
+        decode(col("payload"), col("kafka_headers").at(SCHEMA_HEADER)).alias("d"),
+    ).select(*[col(c) for c in RAW_COLUMNS], *[col("d").get(name).alias(name) for name in decoded_cols])
+    if plan.suite is not None:
+        from udfs.validate_features import suite_columns, validate_udf
+
+        suite_cols = suite_columns(plan.suite)
+        check = validate_udf(plan.suite, suite_cols, plan.validation_engine)(*[col(c) for c in suite_cols])
+    else:
+        check = call_sql("CAST(NULL AS STRING)")
+    anomaly = anomaly_udf(plan.model_store, version=plan.model_version,
+                          refresh_seconds=plan.model_refresh_seconds, s3=plan.s3)
+    # The boundary comes right after the Python calls: any later expression that reads their
+    # results twice (the CASE below, each sink's projection) would otherwise call them again.
+    checked = computed_once(decoded.add_columns(
+        check.alias("validation_error"),
+        anomaly(*[col(f) for f in plan.features]).alias("s"),
+    ))
+    scored_all = checked.add_columns(
+        col("s").get("score").alias("score"),
+        col("s").get("is_anomaly").alias("is_anomaly"),
+        col("s").get("model_version").alias("model_version"),
+        col("kafka_partition").alias("source_partition"),
+        col("kafka_offset").alias("source_offset"),
+    ).add_columns(call_sql(
+        "CASE WHEN `error` IS NOT NULL THEN `error` "
+        "WHEN validation_error IS NOT NULL THEN CONCAT('validation_failed: ', validation_error) "
+        "WHEN score IS NULL THEN 'unscorable: no score' END").alias("dlq_reason"))
+
+    scored = out.scored.project(with_derived(scored_all.where(col("dlq_reason").is_null), out))
+    alerts = out.alerts.project(per_reading_alerts(scored.where(col("is_anomaly")), out))
+    dead_letters = out.dead_letters.project(scored_all.where(col("dlq_reason").is_not_null).select(
+        col("dlq_reason").alias("reason"),
+        call_sql("SPLIT_INDEX(dlq_reason, ':', 0)").alias("stage"),
+        lit(plan.input_topic).alias("source_topic"),
+        col("kafka_partition").alias("source_partition"), col("kafka_offset").alias("source_offset"),
+        col("kafka_timestamp").alias("source_timestamp"),
+        col("record_key"), col("payload"), col("model_version"),
+    ))
+    return ScoredTables(scored, alerts, dead_letters)
+
+
+def with_derived(table: Table, out: Outputs) -> Table:
+    """``table`` plus the schema's derived features, computed by the same SQL in every job."""
+    if not out.derived:
+        return table
+    return table.add_columns(*[call_sql(expr).alias(name) for name, expr in out.derived.items()])
+
+
+def per_reading_alerts(anomalous: Table, out: Outputs) -> Table:
+    """Alerts of the Table job: one per anomalous reading (anomalies 1, a window of 0 s)."""
+    t = f"`{out.time}`" if out.time else "CAST(NULL AS TIMESTAMP(3))"
+    label = f"`{out.label}`" if out.label else "CAST(NULL AS STRING)"
+    reading = (f"CAST(ROW({t}, score, source_partition, source_offset, {label}) AS "
+               "ROW<event_time TIMESTAMP(3), score DOUBLE, source_partition INT, source_offset BIGINT, label STRING>)")
+    return anomalous.add_columns(
+        lit(1).alias("anomalies"),
+        lit(0.0).alias("window_seconds"),
+        call_sql(t).alias("first_event_time"),
+        call_sql(t).alias("last_event_time"),
+        col("score").alias("max_score"),
+        call_sql(f"ARRAY[{reading}]").alias("readings"),
+    )
+
+
+def computed_once(table: Table) -> Table:
+    """The same table behind a DataStream boundary, so every branch reads one computed result.
+
+    The planner pushes each sink's projection down into the Python calls; branches that need
+    different columns (the DLQ keeps the payload, the scored topic does not) would otherwise each
+    decode, validate and score every record again. Only a StreamTableEnvironment can do this; in a
+    plain TableEnvironment the table is returned unchanged.
+    """
+    from pyflink.table import StreamTableEnvironment
+
+    t_env = table._t_env
+    if isinstance(t_env, StreamTableEnvironment):
+        return t_env.from_data_stream(t_env.to_data_stream(table))
+    return table

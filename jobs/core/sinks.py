@@ -1,0 +1,54 @@
+"""The sinks of a scoring job, attached to its outputs: three Kafka topics and the Parquet tier.
+
+All exactly-once: the Kafka sinks write in transactions that commit on checkpoints (consumers
+read them with ``isolation.level=read_committed``), the filesystem sink commits its part files on
+checkpoints. Each sink's schema, JSON field names and Kafka key come from the record contract
+(connectors/records.py).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pyflink.table import TableDescriptor
+from pyflink.table.expressions import call_sql
+
+from connectors import flink_kafka
+from connectors.records import Contract
+from jobs.core.scoring import ScoredTables, ScoringPlan
+
+
+def attach(statements: Any, tables: ScoredTables, plan: ScoringPlan, *, exactly_once: bool = True) -> None:
+    """Add one INSERT per output to ``statements`` (a StatementSet); the tier when the plan has one."""
+    out = plan.outputs
+    for name, table, contract in (("scored", tables.scored, out.scored), ("alerts", tables.alerts, out.alerts),
+                                  ("dlq", tables.dead_letters, out.dead_letters)):
+        statements.add_insert(kafka_sink(contract, plan.topics[name], plan.bootstrap_servers,
+                                         exactly_once=exactly_once,
+                                         transactional_prefix=f"{plan.transactional_prefix}-{name}"), table)
+    if plan.tier:
+        descriptor, partitioned = parquet_tier(plan.tier, tables.scored, out.time, out.tier)
+        statements.add_insert(descriptor, partitioned)
+
+
+def kafka_sink(contract: Contract, topic: str, bootstrap: str, *, exactly_once: bool = True,
+               transactional_prefix: str | None = None) -> TableDescriptor:
+    """A JSON Kafka sink of ``contract``'s columns, keyed by its key column."""
+    return flink_kafka.json_sink(topic, bootstrap, contract.schema(), key_field=contract.key,
+                                 exactly_once=exactly_once, transactional_prefix=transactional_prefix)
+
+
+def parquet_tier(path: str, scored: Any, time_col: str | None, contract: Contract) -> tuple[TableDescriptor, Any]:
+    """Filesystem sink of Parquet files partitioned by event date and hour, and the table to write."""
+    if time_col is None:
+        dt, hr = "CAST(NULL AS STRING)", "CAST(NULL AS STRING)"
+    else:
+        dt, hr = f"DATE_FORMAT(`{time_col}`, 'yyyy-MM-dd')", f"DATE_FORMAT(`{time_col}`, 'HH')"
+    partitioned = contract.project(scored.add_columns(call_sql(dt).alias("dt"), call_sql(hr).alias("hr")))
+    descriptor = (TableDescriptor.for_connector("filesystem")
+                  .schema(contract.schema())
+                  .partitioned_by("dt", "hr")
+                  .format("parquet")
+                  .option("path", path)
+                  .option("sink.partition-commit.policy.kind", "success-file")
+                  .build())
+    return descriptor, partitioned

@@ -1,0 +1,112 @@
+"""The fleet simulator's pure part: settings and a deterministic stream of telemetry records.
+
+``generate(settings)`` yields records matching ``connectors/schemas/telemetry-v1.avsc`` (same
+settings and seed => the same records, and a shorter run is a prefix of a longer one), labelled
+with the failure mode of the episode they belong to (jobs/simulation/vehicle.py has the physics).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+
+from connectors.avro_serde import label_values, load_schema
+from jobs.simulation.vehicle import EPOCH, FIELDS, Vehicle
+
+FAILURE_MODES: tuple[str, ...] = label_values(load_schema())
+FIXED_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+DEFAULT_FIRMWARE: tuple[str, ...] = ("3.1.4", "3.2.0", "3.2.1")
+_BLOCK = 256  # readings per vehicle computed at once; fixed so the output never depends on run length
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """What to simulate. Invalid values raise ValueError naming the value.
+
+    ``events`` counts readings of the whole fleet; each vehicle reports every ``interval_s``
+    seconds of event time, starting at ``start`` (timezone-aware; kept to the millisecond, in
+    UTC). ``failure_rate`` is the share of readings that carry a failure label, in [0, 1).
+    """
+
+    vehicles: int = 20
+    events: int = 20_000
+    interval_s: float = 1.0
+    start: datetime = FIXED_START
+    failure_rate: float = 0.02
+    seed: int = 42
+    firmware_versions: tuple[str, ...] = DEFAULT_FIRMWARE
+    failure_modes: tuple[str, ...] = FAILURE_MODES
+
+    def __post_init__(self) -> None:
+        for name in ("vehicles", "events"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.interval_s, (int, float)) or not math.isfinite(self.interval_s) \
+                or round(self.interval_s * 1000) < 1:
+            raise ValueError(f"interval_s must be a number of seconds >= 0.001, got {self.interval_s!r}")
+        if not isinstance(self.failure_rate, (int, float)) or not 0 <= self.failure_rate < 1:
+            raise ValueError(f"failure_rate must be in [0, 1), got {self.failure_rate!r}")
+        if not isinstance(self.start, datetime) or self.start.utcoffset() is None:
+            raise ValueError(f"start must be a timezone-aware datetime, got {self.start!r}")
+        start = self.start.astimezone(timezone.utc)
+        object.__setattr__(self, "start", start.replace(microsecond=start.microsecond // 1000 * 1000))
+        firmware = tuple(self.firmware_versions) if not isinstance(self.firmware_versions, str) else ()
+        if not firmware or not all(isinstance(f, str) and f for f in firmware):
+            raise ValueError(f"firmware_versions must be a non-empty list of non-empty strings, "
+                             f"got {self.firmware_versions!r}")
+        object.__setattr__(self, "firmware_versions", firmware)
+        modes = tuple(self.failure_modes) if not isinstance(self.failure_modes, str) else (self.failure_modes,)
+        unknown = [m for m in modes if m not in FAILURE_MODES]
+        if not modes or unknown or len(set(modes)) != len(modes):
+            raise ValueError(f"failure_modes must be distinct names from {FAILURE_MODES}, got "
+                             f"{self.failure_modes!r}")
+        object.__setattr__(self, "failure_modes", modes)
+
+    @property
+    def interval_ms(self) -> int:
+        return round(self.interval_s * 1000)
+
+    @property
+    def start_ms(self) -> int:
+        return (self.start - EPOCH) // timedelta(milliseconds=1)
+
+    @property
+    def events_per_vehicle(self) -> int:
+        """Readings of the busiest vehicle (the last time step may be cut short)."""
+        return -(-self.events // self.vehicles)
+
+
+def event_time_ms(record: dict[str, Any]) -> int:
+    """A record's event time in epoch milliseconds (exact, no float rounding)."""
+    return (record["event_time"] - EPOCH) // timedelta(milliseconds=1)
+
+
+def generate(settings: FleetSettings) -> Iterator[dict[str, Any]]:
+    """Yield ``settings.events`` telemetry records in event-time order, interleaved across vehicles.
+
+    Records are dicts with exactly the fields of telemetry-v1; ``event_time`` is a UTC datetime
+    with millisecond precision (what fastavro's timestamp-millis writes and reads back).
+    ``failure_label`` is None for normal readings, else one of ``settings.failure_modes``.
+    Deterministic: every vehicle draws from its own child of ``SeedSequence(settings.seed)``.
+    """
+    children = np.random.SeedSequence(settings.seed).spawn(settings.vehicles)
+    fleet = [Vehicle(i, settings, np.random.default_rng(c)) for i, c in enumerate(children)]
+    # Every vehicle reports at its own fixed offset within the interval, so ordering one time step
+    # by offset orders the whole stream by event time.
+    fleet.sort(key=lambda v: (v.offset_ms, v.index))
+    remaining = settings.events
+    while remaining > 0:
+        blocks = [v.next_block(_BLOCK) for v in fleet]
+        for step in range(_BLOCK):
+            for rows in blocks:
+                yield dict(zip(FIELDS, rows[step]))
+                remaining -= 1
+                if remaining == 0:
+                    return

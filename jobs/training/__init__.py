@@ -1,0 +1,1 @@
+"""Training the models Vigil scores with (jobs/train_autoencoder.py is the command line)."""
