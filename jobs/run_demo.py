@@ -10,7 +10,8 @@
    compares the alerts with the simulator's labels, and shows where the Parquet history is.
 
 The demo owns its topics (``demo.telemetry*``) and tier folder and resets them at the start, so
-every run tells the same story; the trained model stays in the model store as LATEST. It runs the
+every run tells the same story; the trained model stays in the registry (model demo.telemetry).
+It runs the
 parts the way a user does: the simulator and the trainer through their library functions, the
 scoring job as its own process (``python -m jobs.score_events``).
 """
@@ -224,7 +225,7 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
     banner("2/5 train the autoencoder straight from the Kafka log")
     manifest = train_from_kafka(settings, TrainOptions(topic=o.topic, quiet=True))
     ev = manifest["metrics"].get("evaluation", {})
-    print(f"model {manifest['version']} published to {settings.model_store} (LATEST)")
+    print(f"model {manifest['version']} published to {settings.model_store} as {manifest['alias']}")
     if "precision" in ev:
         print(f"  evaluation on {ev['rows']} readings ({ev['anomalies']} labelled failures): "
               f"precision {ev['precision']:.3f}, recall {ev['recall']:.3f}, F1 {ev['f1']:.3f}, "
@@ -263,8 +264,8 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
         stop(proc)
     banner("5/5 summary")
     summarise(bootstrap, o.topic, tier, manifest, produced, live_from)
-    print(f"\n  model report (loss curves, error histogram): "
-          f"{settings.model_store.removeprefix('file://')}/{manifest['version']}/report.png")
+    print(f"\n  model report (loss curves, error histogram): {settings.model_store.removeprefix('file://')}/"
+          f"{manifest['model_name']}/artifacts/{manifest['artifact']}/report.png")
     print("  services keep running; stop them with `make down`")
     return 0
 

@@ -25,9 +25,10 @@ from connectors import flink_kafka, schema_store
 from connectors.errors import ConnectorError, SchemaError
 from connectors.flink_kafka import sql_type
 from connectors.kafka_io import DEFAULT_PARTITIONS, check_broker, create_topic
-from connectors.model_store import ModelStore, ModelStoreError
+from connectors.model_registry import ModelRef, ModelRegistry
+from connectors.model_store import ModelStoreError
 from connectors.records import outputs
-from udfs.anomaly_score import LATEST, REFRESH_SECONDS
+from udfs.anomaly_score import REFRESH_SECONDS
 from stack.flink_cluster import FlinkClusterError, LocalFlinkCluster, parse_job_id
 from vigil.commands import Options, command, option
 from vigil.settings import VigilSettings, write_secret_file
@@ -48,8 +49,8 @@ class RunSqlOptions(Options):
     script: Path = option(..., "a .sql file with ${NAME} placeholders (jobs/sql/)", argument=True, metavar="SCRIPT")
     telemetry_topic: str = option(..., "input topic (its schema must be registered)")
     scored_topic: str = option(..., "output topic (created if missing)")
-    model_version: str = option(LATEST, "model version, or latest (hot-swapped)")
-    model_refresh_seconds: float = option(REFRESH_SECONDS, "how often workers look for a newer LATEST model (0 = never)",
+    model: str | None = option(None, "model: name@alias (followed), name@N or name", show_default="<telemetry-topic>@champion")
+    model_refresh_seconds: float = option(REFRESH_SECONDS, "how often workers look where the alias points (0 = never)",
                                           ge=0)
     group_id: str | None = option(None, "Kafka consumer group", show_default="vigil-sql-<script>-<topic>")
     bounded: bool = option(False, "stop at the offsets that were latest at submission")
@@ -59,6 +60,10 @@ class RunSqlOptions(Options):
     scored_partitions: int = option(DEFAULT_PARTITIONS, "partitions of the output topic if it is created", ge=1)
     define: dict[str, str] = option({}, "value for a further placeholder of the script, NAME=VALUE (repeatable)",
                                     parse=_definition, many=True, metavar="NAME=VALUE", show_default=False)
+
+    @property
+    def model_ref(self) -> ModelRef:
+        return ModelRef.parse(self.model or self.telemetry_topic)
 
     @property
     def consumer_group(self) -> str:
@@ -104,7 +109,7 @@ def placeholders(options: RunSqlOptions, settings: VigilSettings, schema: dict[s
     model_uri = settings.model_store
     if "://" not in model_uri:  # the Python workers run elsewhere: a relative path would not resolve
         model_uri = str(Path(model_uri).resolve())
-    params = {"vigil.model.uri": model_uri, "vigil.model.version": options.model_version,
+    params = {"vigil.model.uri": model_uri, "vigil.model.ref": str(options.model_ref),
               "vigil.model.refresh-seconds": f"{options.model_refresh_seconds:g}"}
     if settings.pseudonym.secret_file:
         params["vigil.pseudonym.secret-file"] = str(Path(settings.pseudonym.secret_file).resolve())
@@ -224,7 +229,8 @@ def submit_script(options: RunSqlOptions, settings: VigilSettings) -> str:
     check_broker(settings.bootstrap_servers)
     schema = schema_store.require(settings.bootstrap_servers, options.telemetry_topic)
     store_s3 = settings.s3 if settings.s3_for(settings.model_store) else None
-    manifest = ModelStore(settings.model_store, store_s3).manifest(options.model_version)
+    registry = ModelRegistry(settings.model_store, store_s3)
+    manifest = registry.manifest(registry.resolve(options.model_ref))
     rendered = render_script(options, settings, schema, manifest)
     create_topic(settings.bootstrap_servers, options.scored_topic, options.scored_partitions)
     return submit(cluster, rendered)

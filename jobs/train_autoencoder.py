@@ -17,7 +17,9 @@ decodes it with the schema registered for the topic, and learns what *normal* re
 4. where the evaluation range has labels, precision, recall, F1 and the false-positive rate are
    computed and kept in the manifest, next to the exact partition/offset ranges read (lineage).
 
-The artifact (model, manifest, report.png) is published to the model store and becomes LATEST.
+The artifact (model, manifest, report.png) is published to the model registry as the next version
+of the model named after the topic (--model-name); a model's first version becomes its champion
+(what jobs score with), later ones its challenger until promoted (python -m jobs.models).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from vigil.settings import VigilSettings
 def run(settings: VigilSettings, options: TrainOptions) -> int:
     manifest = train_from_kafka(settings, options)
     ev = manifest["metrics"].get("evaluation", {})
-    print(f"model {manifest['version']} published to {settings.model_store} (LATEST)")
+    print(f"model {manifest['version']} published to {settings.model_store} as {manifest['alias']}")
     print(f"  features: {len(manifest['features']['names'])}, threshold {manifest['threshold']:.4g} "
           f"(q={manifest['threshold_quantile']}), epochs {manifest['metrics']['epochs_run']}")
     if "precision" in ev:
@@ -43,7 +45,8 @@ def run(settings: VigilSettings, options: TrainOptions) -> int:
               f"precision {ev['precision']:.3f}, recall {ev['recall']:.3f}, F1 {ev['f1']:.3f}, "
               f"false-positive rate {ev['false_positive_rate']:.4f}")
         print(f"  recall by failure mode: {json.dumps({k: round(v, 3) for k, v in ev['recall_by_mode'].items()})}")
-    print(f"  report: {settings.model_store.rstrip('/')}/{manifest['version']}/report.png")
+    print(f"  report: {settings.model_store.rstrip('/')}/{manifest['model_name']}/artifacts/{manifest['artifact']}"
+          f"/report.png")
     return 0
 
 

@@ -6,11 +6,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from connectors.avro_serde import load_schema, roles
-from connectors.model_store import ModelStore
+from connectors.avro_serde import load_schema, roles, schema_id
+from connectors.model_registry import ModelRegistry
 from jobs import simulation
 from jobs.training.trainer import TrainOptions, library_versions, new_version, train
 from udfs.feature_set import FeatureSet
+
+MODEL = "telemetry"  # the registry name of the session's model
+REF = f"{MODEL}@champion"
 
 
 def simulated_frame(events: int = 6000, seed: int = 7, failure_rate: float = 0.03) -> pd.DataFrame:
@@ -20,7 +23,7 @@ def simulated_frame(events: int = 6000, seed: int = 7, failure_rate: float = 0.0
 
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
-    """(store uri, manifest) of a quickly trained model; the store's LATEST points at it."""
+    """(store uri, manifest) of a quickly trained model: version 1 of model ``telemetry``, its champion."""
     schema = load_schema()
     frame = simulated_frame()
     settings = TrainOptions(epochs=12, quiet=True,
@@ -29,12 +32,13 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
     fields, model = train(frame, FeatureSet.from_schema(schema), roles(schema)["label"], roles(schema)["time"],
                           settings, work)
     model.save(work / "model.keras")
-    manifest = {"version": new_version(), "created_at": "2026-01-01T00:00:00+00:00",
+    manifest = {"version": new_version(), "created_at": "2026-01-01T00:00:00+00:00", "schema": schema_id(schema),
                 "model": {"kind": "dense_autoencoder", "hidden": settings.hidden, "file": "model.keras"},
                 **fields, "training": {"sources": {"test": True}}, "libraries": library_versions()}
     store_dir = tmp_path_factory.mktemp("models")
-    ModelStore(str(store_dir)).publish(work, manifest)
-    return str(store_dir), ModelStore(str(store_dir)).manifest()
+    registry = ModelRegistry(str(store_dir))
+    version = registry.publish(MODEL, work, manifest)
+    return str(store_dir), registry.manifest(version)
 
 
 @pytest.fixture

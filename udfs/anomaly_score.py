@@ -3,16 +3,23 @@
 Returns one row per input row: ``score`` (higher = more anomalous; null when any feature is
 null, NaN or infinite — such rows are unscorable and the scoring jobs route them to the DLQ),
 ``is_anomaly`` (score above the model's calibrated threshold; null when the score is null) and
-``model_version`` (the artifact that produced the score; never null).
+``model_version`` (``name@N``: the registry version that produced the score; ``none`` when no
+usable model could be loaded, and then every score is null: the rows go to the DLQ as
+unscorable instead of the job failing).
 
-The model is loaded once per Python worker in ``open()`` and each Arrow batch is scored with one
-call (numpy matmuls on CPU, one compiled TensorFlow call on GPU). With ``version='latest'`` the
-worker re-reads the store's LATEST pointer every ``refresh_seconds`` and swaps in a newly
-published model between batches, so a running job picks up retrained models without a restart.
+The model is loaded once per Python worker in ``open()`` from the model registry
+(connectors/model_registry.py) by reference (``name@alias`` or ``name@N``), and each Arrow batch
+is scored with one call (numpy matmuls on CPU, one compiled TensorFlow call on GPU). With an
+alias the worker looks every ``refresh_seconds`` where the alias points and swaps the new
+version in between batches, so a promotion reaches a running job without a restart. It swaps
+only to a version that reads the same features in the same order from the same schema as the
+one it was started with; anything else is refused with one log line and the ``model_refusals``
+metric, and scoring goes on. At (re)start, a target that cannot be loaded falls back to the
+version the job was submitted with, then to the alias's earlier targets (``model_fallbacks``).
 
 Configuration comes from the constructor or, for SQL use where the function is registered by name,
-from job parameters (``pipeline.global-job-parameters``): ``vigil.model.uri``,
-``vigil.model.version``, ``vigil.model.refresh-seconds``, ``vigil.scoring.device``
+from job parameters (``pipeline.global-job-parameters``): ``vigil.model.uri`` (the store),
+``vigil.model.ref``, ``vigil.model.refresh-seconds``, ``vigil.scoring.device``
 (auto | cpu | gpu | gpu:N), ``vigil.scoring.engine`` (auto | numpy | tf) and, for s3:// stores,
 ``vigil.s3.endpoint``. S3 keys are never job parameters (those show in plans and the web UI): the
 worker reads them from its own environment or the local stack's secrets (vigil.settings).
@@ -34,8 +41,8 @@ from vigil.settings import S3Settings, VigilSettings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: CUDA-probe noise on CPU hosts
 log = logging.getLogger("vigil.udfs.anomaly_score")
 
-LATEST = "latest"         # the version that follows the store's LATEST pointer
-REFRESH_SECONDS = 30.0    # how often a worker scoring LATEST looks for a newer model
+REFRESH_SECONDS = 30.0    # how often a worker scoring an alias looks where it points
+NO_MODEL = "none"         # model_version of rows no model could score
 RESULT_TYPE = DataTypes.ROW([
     DataTypes.FIELD("score", DataTypes.DOUBLE()),
     DataTypes.FIELD("is_anomaly", DataTypes.BOOLEAN()),
@@ -106,30 +113,41 @@ class LoadedModel:
 class ModelHandle:
     """The model a worker scores with: configured with plain values, loaded in ``open()``.
 
-    Shared by the ANOMALY UDF and the DataStream job. With ``version='latest'``, ``current()``
-    looks at the store's LATEST pointer at most every ``refresh_seconds`` and swaps a newly
-    published model in; a damaged or half-published model is logged and the old one kept.
+    Shared by the ANOMALY UDF and the DataStream job (see the module docstring for the rules).
+    ``features``/``schema``: what the job feeds the model (its columns, in order, and the input
+    schema's id); a version that differs is never used. ``fallback``: the version number the job
+    was planned with. ``current()`` returns None when no usable version exists.
     """
 
-    def __init__(self, model_uri: str | None = None, version: str | None = None, *, engine: str | None = None,
+    def __init__(self, model_uri: str | None = None, ref: str | None = None, *, features: list[str] | None = None,
+                 schema: str | None = None, fallback: int | None = None, engine: str | None = None,
                  device: str | None = None, refresh_seconds: float | None = None,
                  s3: S3Settings | None = None) -> None:
         # Only plain, picklable values here: the handle is shipped to the workers before open().
         self.model_uri = model_uri
-        self.version = version
+        self.ref = ref
+        self.features = list(features) if features is not None else None
+        self.schema = schema
+        self.fallback = fallback
         self.engine = engine
         self.device = device
         self.refresh_seconds = refresh_seconds
         self.s3 = s3.without_credentials() if s3 is not None else None
         self.model: LoadedModel | None = None
 
-    def open(self, param: Any = None) -> None:
+    def open(self, param: Any = None, group: Any = None) -> None:
         """Load the model; ``param(key, default)`` reads job parameters for unset options."""
+        from connectors.model_registry import ModelRef
+        from udfs import metrics
+
         param = param or (lambda key, default: default)
         self.model_uri = self.model_uri or param("vigil.model.uri", "")
         if not self.model_uri:
-            raise ValueError("ANOMALY has no model: pass model_uri or set the job parameter vigil.model.uri")
-        self.version = self.version or param("vigil.model.version", LATEST)
+            raise ValueError("ANOMALY has no model store: pass model_uri or set the job parameter vigil.model.uri")
+        self.ref = self.ref or param("vigil.model.ref", "")
+        if not self.ref:
+            raise ValueError("ANOMALY has no model: pass ref (name@alias) or set the job parameter vigil.model.ref")
+        self._ref = ModelRef.parse(self.ref)
         self.refresh_seconds = float(self.refresh_seconds if self.refresh_seconds is not None
                                      else param("vigil.model.refresh-seconds", str(REFRESH_SECONDS)))
         if self.s3 is None and self.model_uri.startswith(("s3://", "s3a://")):
@@ -139,44 +157,102 @@ class ModelHandle:
         device = select_device(self.device or param("vigil.scoring.device", "auto"))
         engine = (self.engine or param("vigil.scoring.engine", "auto")).lower()
         self._engine = ("tf" if device.startswith("gpu") else "numpy") if engine == "auto" else engine
-        self._store = self._open_store()
-        self.model = self._load(self.version)
+        self._refusals = metrics.counter(group, "model_refusals")
+        self._fallbacks = metrics.counter(group, "model_fallbacks")
+        self._refused: set[int] = set()
+        self._registry = self._open_registry()
+        self.model = self._first_usable()
         self._checked_at = time.monotonic()
 
-    def _open_store(self) -> Any:
-        from connectors.model_store import ModelStore
+    def _open_registry(self) -> Any:
+        from connectors.model_registry import ModelRegistry
 
-        return ModelStore(self.model_uri, self.s3)
+        return ModelRegistry(self.model_uri, self.s3)
 
-    def _load(self, version: str) -> LoadedModel:
-        folder, manifest = self._store.fetch(version)
-        model = LoadedModel(folder, manifest, self._engine)
-        log.warning("ANOMALY loaded model %s from %s (%s engine)", model.version, self.model_uri, self._engine)
-        return model
+    def _load(self, version: Any) -> LoadedModel:
+        """Load and check one version; raises (ModelStoreError, ValueError) saying why it is unusable."""
+        from connectors.model_registry import compatible
 
-    def current(self) -> LoadedModel:
-        """The model to score the next batch with (after a LATEST check when one is due)."""
-        if self.model is None:
+        folder, manifest = self._registry.fetch(version)
+        if self.features is not None:
+            why = compatible(manifest, self.features, self.schema)
+            if why:
+                raise ValueError(f"{version.ref} does not fit this job: {why}")
+        return LoadedModel(folder, manifest, self._engine)
+
+    def _first_usable(self) -> LoadedModel | None:
+        """The referenced version, else the planned one, else the alias's earlier targets; None if none loads."""
+        problems = []
+        try:
+            state = self._registry.state(self._ref.name)
+        except Exception as exc:  # noqa: BLE001 - a damaged or unreachable registry must not stop the job
+            log.error("ANOMALY cannot read the model registry at %s: %s", self.model_uri, exc)
+            return None
+        candidates: list[Any] = []
+        try:
+            candidates.append(self._registry.resolve(self._ref, state))
+        except Exception as exc:  # noqa: BLE001
+            problems.append(str(exc))
+        numbers = [self.fallback] if self.fallback is not None else []
+        if self._ref.alias:
+            numbers += state.previous_targets(self._ref.alias)
+        candidates += [state.versions[n] for n in dict.fromkeys(numbers) if n in state.versions]
+        unique, seen = [], set()
+        for version in candidates:
+            if version.number not in seen:
+                seen.add(version.number)
+                unique.append(version)
+        for i, version in enumerate(unique):
+            try:
+                model = self._load(version)
+            except Exception as exc:  # noqa: BLE001 - damaged files, checksum, incompatible: try the next
+                problems.append(f"{version.ref}: {exc}")
+                continue
+            if i:
+                self._fallbacks.inc()
+                log.error("ANOMALY falls back to %s for %s: %s", version.ref, self._ref, "; ".join(problems))
+            log.warning("ANOMALY loaded model %s from %s (%s engine)", model.version, self.model_uri, self._engine)
+            return model
+        log.error("ANOMALY has no usable model for %s; every row is unscorable until one is promoted: %s",
+                  self._ref, "; ".join(problems) or "nothing to load")
+        return None
+
+    def current(self) -> LoadedModel | None:
+        """The model to score the next batch with (after looking where the alias points, when due)."""
+        if not hasattr(self, "_ref"):
             raise RuntimeError("the model handle was used before open()")
-        if self.version == LATEST and self.refresh_seconds > 0:
+        if self.refresh_seconds > 0 and (self._ref.alias or self.model is None):
             now = time.monotonic()
             if now - self._checked_at >= self.refresh_seconds:
                 self._checked_at = now
-                try:
-                    latest = self._store.latest_version()
-                    if latest != self.model.version:
-                        self.model = self._load(latest)
-                except Exception as exc:  # a half-published or damaged new model must not stop scoring
-                    log.error("ANOMALY keeps model %s: could not switch to the latest one: %s",
-                              self.model.version, exc)
+                self._refresh()
         return self.model
+
+    def _refresh(self) -> None:
+        if self.model is None:
+            self.model = self._first_usable()
+            return
+        try:
+            target = self._registry.resolve(self._ref)
+        except Exception as exc:  # noqa: BLE001 - the registry changing under us must not stop scoring
+            log.error("ANOMALY keeps model %s: cannot resolve %s: %s", self.model.version, self._ref, exc)
+            return
+        if target.ref == self.model.version or target.number in self._refused:
+            return
+        try:
+            self.model = self._load(target)
+            log.warning("ANOMALY swapped to model %s (%s)", target.ref, self._ref)
+        except Exception as exc:  # noqa: BLE001 - refuse it once, keep scoring with the model we have
+            self._refused.add(target.number)
+            self._refusals.inc()
+            log.error("ANOMALY refuses %s and keeps %s: %s", target.ref, self.model.version, exc)
 
 
 class AnomalyScore(ScalarFunction):
     """Vectorized scoring UDF; see the module docstring for the contract."""
 
-    def __init__(self, model_uri: str | None = None, version: str | None = None, **options: Any) -> None:
-        self.handle = ModelHandle(model_uri, version, **options)
+    def __init__(self, model_uri: str | None = None, ref: str | None = None, **options: Any) -> None:
+        self.handle = ModelHandle(model_uri, ref, **options)
 
     @property
     def model_uri(self) -> str | None:
@@ -193,26 +269,32 @@ class AnomalyScore(ScalarFunction):
     def open(self, function_context: FunctionContext | None) -> None:
         from udfs import metrics
 
-        self.handle.open(function_context.get_job_parameter if function_context else None)
         group = metrics.group(function_context)
+        self.handle.open(function_context.get_job_parameter if function_context else None, group)
         self._scored = metrics.counter(group, "events_scored")
         self._anomalies = metrics.counter(group, "anomalies")
         self._version_info = metrics.ModelVersionInfo(group)
         self._last = {"p50": 0.0, "p99": 0.0, "latency_ms": 0.0}
+        self._arity_logged: int | None = None
         metrics.gauge(group, "score_p50", lambda: self._last["p50"] * 1_000_000)
         metrics.gauge(group, "score_p99", lambda: self._last["p99"] * 1_000_000)
         # wall time of the latest batch's model call (event-to-score latency: benchmarks/pipeline.py)
         metrics.gauge(group, "scoring_latency_ms", lambda: round(self._last["latency_ms"]))
 
     def eval(self, *columns: pd.Series) -> pd.DataFrame:
-        if self.handle.model is None:
+        if not hasattr(self.handle, "_ref"):
             raise RuntimeError("ANOMALY.eval() called before open()")
         started = time.perf_counter()
         model = self.handle.current()
+        rows = len(columns[0]) if columns else 0
+        if model is None or len(columns) != len(model.features):
+            if model is not None and self._arity_logged != len(columns):
+                self._arity_logged = len(columns)
+                log.error("ANOMALY expects %d feature columns %s (model %s), got %d: every row is unscorable",
+                          len(model.features), list(model.features.names), model.version, len(columns))
+            return pd.DataFrame({"score": np.full(rows, np.nan), "is_anomaly": np.full(rows, None, dtype=object),
+                                 "model_version": np.full(rows, NO_MODEL, dtype=object)})
         self._version_info.set(model.version)
-        if len(columns) != len(model.features):
-            raise ValueError(f"ANOMALY expects {len(model.features)} feature columns {list(model.features.names)} "
-                             f"(model {model.version}), got {len(columns)}")
         x = np.column_stack([pd.to_numeric(c, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
                              for c in columns])
         scores = model.score(x)
@@ -234,9 +316,9 @@ class AnomalyScore(ScalarFunction):
         self.handle.model = None
 
 
-def anomaly_udf(model_uri: str | None = None, **options: Any) -> Any:
-    """The Flink UDF object for Table API use: ``anomaly_udf(uri)(*feature_columns)``."""
-    return udf(AnomalyScore(model_uri, **options), result_type=RESULT_TYPE, func_type="pandas")
+def anomaly_udf(model_uri: str | None = None, ref: str | None = None, **options: Any) -> Any:
+    """The Flink UDF object for Table API use: ``anomaly_udf(store, "name@alias")(*feature_columns)``."""
+    return udf(AnomalyScore(model_uri, ref, **options), result_type=RESULT_TYPE, func_type="pandas")
 
 
 # For SQL: CREATE TEMPORARY SYSTEM FUNCTION ANOMALY AS 'udfs.anomaly_score.anomaly' LANGUAGE PYTHON;

@@ -22,6 +22,7 @@ from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
 from connectors.avro_serde import SCHEMA_HEADER, roles
 from connectors.records import Outputs
 from udfs.alert_rules import KInWindow, Reading
+from udfs.anomaly_score import NO_MODEL
 
 
 def _naive_utc(value: Any) -> dt.datetime | None:
@@ -67,14 +68,14 @@ class ScorePerEntity(KeyedProcessFunction):
             from udfs.validate_features import SuiteValidator
 
             self._validator = SuiteValidator(self.suite)
-        self.handle.open(runtime_context.get_job_parameter)
+        group = runtime_context.get_metrics_group().add_group("vigil")
+        self.handle.open(runtime_context.get_job_parameter, group)
         role = roles(self.schema)
         self._time, self._label = role["time"], role["label"]
         ttl_ms = max(int(self.rule.window_seconds * 1000) * 10, 60_000)
         descriptor = ListStateDescriptor("recent_anomalies", Types.PICKLED_BYTE_ARRAY())
         descriptor.enable_time_to_live(StateTtlConfig.new_builder(Time.milliseconds(ttl_ms)).build())
         self._recent = runtime_context.get_list_state(descriptor)
-        group = runtime_context.get_metrics_group().add_group("vigil")
         self._scored = group.counter("events_scored")
         self._anomalies = group.counter("anomalies")
         self._dead = group.counter("dead_letters")
@@ -106,6 +107,9 @@ class ScorePerEntity(KeyedProcessFunction):
                 yield self._dead_letter(row, f"validation_failed: {failed}")
                 return
         model = self.handle.current()
+        if model is None:
+            yield self._dead_letter(row, "unscorable: no usable model (see the job log)", NO_MODEL)
+            return
         self._version_info.set(model.version)
         x = frame[list(model.features.names)].to_numpy(dtype=np.float64, na_value=np.nan)
         score = float(model.score(x)[0])

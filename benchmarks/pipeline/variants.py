@@ -36,13 +36,15 @@ class Model:
 
 def make_model(workdir: Path) -> Model:
     """A quickly trained autoencoder in a local store (speed does not depend on its quality)."""
+    from benchmarks.score_function import MODEL
     from benchmarks.score_function import make_model as train_quick
-    from connectors.model_store import ModelStore
+    from connectors.model_registry import ModelRegistry
     from udfs.anomaly_score import LoadedModel
 
     (workdir / "work").mkdir()
     uri, _ = train_quick(workdir / "work")
-    folder, manifest = ModelStore(uri).fetch("latest", cache_dir=workdir / "cache")
+    registry = ModelRegistry(uri)
+    folder, manifest = registry.fetch(registry.resolve(MODEL), cache_dir=workdir / "cache")
     return Model(uri, manifest, LoadedModel(folder, manifest, "numpy"))
 
 
@@ -206,7 +208,8 @@ class FlinkBench:
 
         settings = VigilSettings.load({"kafka.bootstrap_servers": self.settings.bootstrap_servers,
                                        "model.store": self.model.uri, "tier": "none"})
-        options = ScoreOptions(input_topic=input_topic, scored_topic=outputs["scored"],
+        options = ScoreOptions(input_topic=input_topic, model=self.model.manifest["model_name"],
+                               scored_topic=outputs["scored"],
                                alerts_topic=outputs["alerts"], dlq_topic=outputs["dlq"], bounded=True,
                                expectations=None if suite is not None else "none")
         return assemble(settings, options, self.schema, self.model.manifest, suite, job="bench-pipeline")
@@ -246,7 +249,7 @@ class FlinkBench:
             table = source.select(*ids, lit(0.0).alias("score"), lit(False).alias("is_anomaly"),
                                   lit("none").alias("model_version"))
         elif variant in ("c", "d", "e"):
-            fn = noop_udf() if variant == "c" else anomaly_udf(self.model.uri, version="latest")
+            fn = noop_udf() if variant == "c" else anomaly_udf(self.model.uri, self.model.manifest["model_name"])
             scored = source.add_columns(fn(*features).alias("s"))
             extra = []
             if variant == "e":

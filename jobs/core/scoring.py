@@ -21,12 +21,12 @@ from pyflink.table import Table
 from pyflink.table.expressions import call_sql, col, lit
 
 from connectors import schema_store
-from connectors.avro_serde import SCHEMA_HEADER
+from connectors.avro_serde import SCHEMA_HEADER, schema_id
 from connectors.errors import SchemaError
 from connectors.kafka_io import DEFAULT_PARTITIONS, check_broker, create_topic
-from connectors.model_store import ModelStore
+from connectors.model_registry import ModelRef, ModelRegistry, compatible
 from connectors.records import Outputs, outputs
-from udfs.anomaly_score import LATEST, REFRESH_SECONDS
+from udfs.anomaly_score import NO_MODEL, REFRESH_SECONDS
 from vigil.commands import Options, option
 from vigil.settings import S3Settings, VigilSettings
 
@@ -39,10 +39,11 @@ class ScoreOptions(Options):
     alerts_topic: str | None = option(None, "topic for alerts", show_default="<input>.alerts")
     dlq_topic: str | None = option(None, "topic for dead letters (records that could not be scored)",
                                    show_default="<input>.dlq")
-    model_version: str = option(LATEST, "model version to score with; latest follows the store's LATEST "
-                                          "pointer (hot-swapped)")
-    model_refresh_seconds: float = option(REFRESH_SECONDS, "how often workers look for a newer LATEST model (0 = never)",
-                                          ge=0)
+    model: str | None = option(None, "model to score with: name@alias (followed: a promotion is hot-swapped "
+                                     "in), name@N (fixed) or name (= name@champion)",
+                               show_default="<input>@champion")
+    model_refresh_seconds: float = option(REFRESH_SECONDS, "how often workers look where the model's alias points "
+                                                           "(0 = never)", ge=0)
     expectations: str | None = option(None, "Great Expectations suite JSON; 'none' skips validation",
                                       show_default="the suite named after the topic's schema, if any")
     validation_engine: Literal["compiled", "gx"] = option(
@@ -78,7 +79,7 @@ class ScoringPlan:
     manifest: dict[str, Any]
     suite: dict[str, Any] | None
     model_store: str
-    model_version: str
+    model_ref: str
     model_refresh_seconds: float
     validation_engine: str
     secret_file: str | None
@@ -90,8 +91,22 @@ class ScoringPlan:
         return list(self.manifest["features"]["names"])
 
     @property
+    def schema_id(self) -> str:
+        return schema_id(self.schema)
+
+    @property
+    def model_number(self) -> int | None:
+        """The version the plan resolved: the workers' fallback at (re)start."""
+        return self.manifest.get("number")
+
+    @property
     def transactional_prefix(self) -> str:
         return f"{self.group_id}-{self.input_topic}"
+
+
+def model_ref(options: ScoreOptions) -> ModelRef:
+    """The model the job scores with: ``--model``, else the input topic's champion."""
+    return ModelRef.parse(options.model or options.input_topic)
 
 
 def load_suite(expectations: str | None, schema: dict[str, Any]) -> dict[str, Any] | None:
@@ -117,7 +132,8 @@ def plan(settings: VigilSettings, options: ScoreOptions, *, job: str, topic_infi
     check_broker(bootstrap)
     schema = schema_store.require(bootstrap, options.input_topic)
     store_s3 = settings.s3 if settings.s3_for(settings.model_store) else None
-    manifest = ModelStore(settings.model_store, store_s3).manifest(options.model_version)
+    registry = ModelRegistry(settings.model_store, store_s3)
+    manifest = registry.manifest(registry.resolve(model_ref(options)))
     suite = load_suite(options.expectations, schema)
     settings.pseudonym.check_readable()
     made = assemble(settings, options, schema, manifest, suite, job=job, topic_infix=topic_infix, tier=tier)
@@ -138,6 +154,9 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
     if missing:
         raise SchemaError(f"model {manifest['version']} needs columns {missing} that topic "
                           f"{options.input_topic!r} does not have")
+    why = compatible(manifest, manifest["features"]["names"], schema_id(schema))
+    if why:
+        raise SchemaError(f"model {manifest['version']} cannot score topic {options.input_topic!r}: {why}")
     base = f"{options.input_topic}{topic_infix}"
     topics = {"scored": options.scored_topic or f"{base}.scored",
               "alerts": options.alerts_topic or f"{base}.alerts",
@@ -147,7 +166,7 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
         job=job, input_topic=options.input_topic, topics=topics, bootstrap_servers=settings.bootstrap_servers,
         group_id=options.group_id or f"vigil-{job}", bounded=options.bounded, parallelism=options.parallelism,
         checkpoint_interval=options.checkpoint_interval, schema=schema, outputs=contracts, manifest=manifest,
-        suite=suite, model_store=settings.model_store, model_version=options.model_version,
+        suite=suite, model_store=settings.model_store, model_ref=str(model_ref(options)),
         model_refresh_seconds=options.model_refresh_seconds, validation_engine=options.validation_engine,
         secret_file=str(settings.pseudonym.secret_file) if settings.pseudonym.secret_file else None,
         s3=settings.s3_for(settings.model_store, tier_uri), tier=tier_uri)
@@ -184,8 +203,8 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
         check = validate_udf(plan.suite, suite_cols, plan.validation_engine)(*[col(c) for c in suite_cols])
     else:
         check = call_sql("CAST(NULL AS STRING)")
-    anomaly = anomaly_udf(plan.model_store, version=plan.model_version,
-                          refresh_seconds=plan.model_refresh_seconds, s3=plan.s3)
+    anomaly = anomaly_udf(plan.model_store, plan.model_ref, features=plan.features, schema=plan.schema_id,
+                          fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds, s3=plan.s3)
     # The boundary comes right after the Python calls: any later expression that reads their
     # results twice (the CASE below, each sink's projection) would otherwise call them again.
     checked = computed_once(decoded.add_columns(
@@ -201,6 +220,7 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
     ).add_columns(call_sql(
         "CASE WHEN `error` IS NOT NULL THEN `error` "
         "WHEN validation_error IS NOT NULL THEN CONCAT('validation_failed: ', validation_error) "
+        f"WHEN model_version = '{NO_MODEL}' THEN 'unscorable: no usable model (see the job log)' "
         "WHEN score IS NULL THEN 'unscorable: no score' END").alias("dlq_reason"))
 
     scored = out.scored.project(with_derived(scored_all.where(col("dlq_reason").is_null), out))

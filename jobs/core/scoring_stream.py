@@ -23,8 +23,8 @@ def build(raw: Table, plan: ScoringPlan, rule: KInWindow) -> ScoredTables:
     out = plan.outputs
     t_env = raw._t_env
     rows = t_env.to_data_stream(raw)
-    handle = ModelHandle(plan.model_store, plan.model_version, refresh_seconds=plan.model_refresh_seconds,
-                         s3=plan.s3)
+    handle = ModelHandle(plan.model_store, plan.model_ref, features=plan.features, schema=plan.schema_id,
+                         fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds, s3=plan.s3)
     alerts_tag = OutputTag("alerts", out.alerts.type_info())
     dlq_tag = OutputTag("dead-letters", out.dead_letters.type_info())
     scorer = ScorePerEntity(plan.schema, out, plan.secret_file, plan.suite, handle, plan.input_topic, rule,

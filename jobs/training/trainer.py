@@ -20,7 +20,7 @@ from connectors import schema_store
 from connectors.avro_serde import AvroDeserializer, roles, schema_id
 from connectors.errors import DecodeError
 from connectors.kafka_io import PartitionRange, check_broker, consume_ranges, plan_ranges
-from connectors.model_store import ModelStore
+from connectors.model_registry import ModelRegistry
 from udfs.feature_set import FeatureError, FeatureSet
 from vigil.commands import Options, comma_list, int_list, option, partition_offsets
 from vigil.settings import S3Settings, VigilSettings
@@ -43,6 +43,10 @@ class TrainOptions(Options):
     """What to train on and how; each flag's help says what it does."""
 
     topic: str = option("telemetry", "Kafka topic to train on (its schema must be registered)")
+    model_name: str | None = option(None, "registry name of the model", show_default="the topic")
+    alias: str | None = option(None, "alias to point at the new version",
+                               show_default="champion for a model's first version, else challenger")
+    reason: str = option("", "why this version was trained (kept in the registry's history)")
     start: str | None = option(None, "first event time, ISO 8601", flag="--from", parse=_checked_time,
                                show_default="earliest retained")
     end: str | None = option(None, "end event time, exclusive, ISO 8601", flag="--to", parse=_checked_time,
@@ -282,6 +286,7 @@ def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str
         model.save(workdir / "model.keras")
         manifest = {
             "version": version,
+            "schema": schema_id(schema),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "model": {"kind": "dense_autoencoder", "hidden": options.hidden, "file": "model.keras",
                       "score": "mean squared reconstruction error of z-scored features; higher = more anomalous",
@@ -291,6 +296,9 @@ def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str
                          "entity": role["entity"], "time": role["time"], "label": role["label"]},
             "libraries": library_versions(),
         }
-        ModelStore(settings.model_store, settings.s3 if settings.s3_for(settings.model_store) else None
-                   ).publish(workdir, manifest)
-    return manifest
+        registry = ModelRegistry(settings.model_store, settings.s3 if settings.s3_for(settings.model_store) else None)
+        name = options.model_name or options.topic
+        version = registry.publish(name, workdir, manifest, alias=options.alias, reason=options.reason or "trained",
+                                   figures=manifest["metrics"].get("evaluation", {}))
+    state = registry.state(name)
+    return registry.manifest(version) | {"alias": ", ".join(state.aliases_of(version.number)) or "no alias"}

@@ -15,6 +15,8 @@ from stack.flink_cluster import flink_run
 from tests.jobs.test_score_events import produce_with_bad_records
 from tests.stack.cluster_fixture import flink_cluster  # noqa: F401 - module-scoped cluster fixture
 
+from tests.trained_model import REF
+
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
@@ -35,7 +37,7 @@ def test_scoring_job_runs_on_the_standalone_cluster(job, suffix, flink_cluster, 
     topic, good, bad = telemetry_with_bad_records
     secret = tmp_path / "key"
     secret.write_text("cluster-secret")
-    args = ["--input", topic, "--bootstrap-servers", kafka_bootstrap, "--model-store", trained_model[0],
+    args = ["--input", topic, "--bootstrap-servers", kafka_bootstrap, "--model-store", trained_model[0], "--model", REF,
             "--pseudonym-secret-file", str(secret), "--bounded", "--checkpoint-interval", "1 s",
             "--group-id", f"g-{job}-{topic}"]
     if job == "score_events.py":

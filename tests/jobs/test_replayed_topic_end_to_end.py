@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from connectors.kafka_io import read_all
-from connectors.model_store import ModelStore
+from connectors.model_registry import ModelRegistry
 from jobs import replay_file, score_events, train_autoencoder
 
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
@@ -53,7 +53,8 @@ def test_replayed_csv_is_trained_and_scored_like_the_simulator(kafka_bootstrap, 
     store = tmp_path / "models"
     assert train_autoencoder.main(["--topic", topic, "--bootstrap-servers", kafka_bootstrap, "--model-store",
                                    str(store), "--hidden", "8,4", "--epochs", "60", "--seed", "1", "--quiet"]) == 0
-    manifest = ModelStore(str(store)).manifest()
+    registry = ModelRegistry(str(store))
+    manifest = registry.manifest(registry.resolve(topic))
     assert manifest["features"]["names"] == ["flow_lpm", "pressure_bar", "vibration_mm_s"]
 
     secret = tmp_path / "key"

@@ -18,6 +18,8 @@ from connectors.records import outputs
 from tests.contract import read_checked
 from udfs.preprocess import pseudonym
 
+from tests.trained_model import REF
+
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
 
@@ -87,7 +89,7 @@ def scored_run(kafka_bootstrap, trained_model, tmp_path_factory):
     secret = tmp_path_factory.mktemp("secret") / "key"
     secret.write_text("test-secret")
     code = score_events.main([
-        "--input", topic, "--bootstrap-servers", kafka_bootstrap, "--model-store", trained_model[0],
+        "--input", topic, "--bootstrap-servers", kafka_bootstrap, "--model-store", trained_model[0], "--model", REF,
         "--tier", tier.as_uri(), "--pseudonym-secret-file", str(secret), "--bounded",
         "--checkpoint-interval", "1 s", "--group-id", f"g-{topic}"])
     assert code == 0

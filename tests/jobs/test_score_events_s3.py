@@ -15,6 +15,8 @@ from connectors.object_store import s3_filesystem
 from connectors.kafka_io import create_topic
 from jobs import score_events, simulation
 
+from tests.trained_model import REF
+
 pytestmark = [pytest.mark.kafka, pytest.mark.flink, pytest.mark.s3]
 
 
@@ -31,7 +33,7 @@ def test_parquet_tier_on_s3(kafka_bootstrap, s3_settings, trained_model, tmp_pat
     secret.write_text("s3-secret")
     prefix = f"tier-test/{topic}"
     code = score_events.main(["--input", topic, "--bootstrap-servers", kafka_bootstrap, "--model-store",
-                              trained_model[0], "--tier", f"s3a://{s3_settings.s3.bucket}/{prefix}",
+                              trained_model[0], "--model", REF, "--tier", f"s3a://{s3_settings.s3.bucket}/{prefix}",
                               "--pseudonym-secret-file", str(secret), "--bounded", "--checkpoint-interval", "1 s",
                               "--group-id", f"g-{topic}"])
     assert code == 0

@@ -17,6 +17,8 @@ from connectors.records import outputs
 from tests.contract import read_checked
 from udfs.preprocess import pseudonym
 
+from tests.trained_model import REF
+
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
 
@@ -49,7 +51,7 @@ def stream_run(kafka_bootstrap, trained_model, tmp_path_factory):
     secret = tmp_path_factory.mktemp("secret") / "key"
     secret.write_text("stream-secret")
     code = score_events_stream.main([
-        "--input", topic, "--bootstrap-servers", kafka_bootstrap, "--model-store", trained_model[0],
+        "--input", topic, "--bootstrap-servers", kafka_bootstrap, "--model-store", trained_model[0], "--model", REF,
         "--pseudonym-secret-file", str(secret), "--bounded", "--checkpoint-interval", "1 s",
         "--alert-count", "3", "--alert-window", "60", "--group-id", f"g-{topic}"])
     assert code == 0

@@ -19,6 +19,7 @@ from jobs import simulation
 from jobs.core import scoring, scoring_stream
 from jobs.core.scoring import ScoreOptions, assemble, load_suite
 from tests.jobs.raw_records import RawRecord, collect, encoded, raw_table
+from tests.trained_model import REF
 from udfs.alert_rules import KInWindow
 from udfs.preprocess import pseudonym
 from vigil.settings import VigilSettings
@@ -41,7 +42,8 @@ def plan(trained_model, tmp_path_factory):
     key.write_text(SECRET)
     settings = VigilSettings.load({"model.store": trained_model[0], "pseudonym.secret_file": str(key),
                                    "tier": "none"})
-    return assemble(settings, ScoreOptions(input_topic="raw.telemetry", bounded=True), schema, trained_model[1],
+    return assemble(settings, ScoreOptions(input_topic="raw.telemetry", model=REF, bounded=True), schema,
+                    trained_model[1],
                     load_suite(None, schema), job="test-core")
 
 
@@ -92,7 +94,7 @@ def _check(outputs, plan, records, trained_model):
     # the scores the model gives in plain Python, pseudonyms with the secret, no raw id anywhere
     from udfs.anomaly_score import AnomalyScore
 
-    fn = AnomalyScore(trained_model[0])
+    fn = AnomalyScore(trained_model[0], REF)
     fn.open(None)
     names = trained_model[1]["features"]["names"]
     expected = fn.eval(*[pd.Series([r[c] for r in readings]) for c in names])["score"].to_numpy()

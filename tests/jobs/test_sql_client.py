@@ -15,6 +15,7 @@ from connectors.kafka_io import AvroProducer
 from jobs import run_sql, simulation
 from connectors.records import outputs
 from tests.contract import read_checked
+from tests.trained_model import REF
 from udfs.preprocess import pseudonym
 from vigil.settings import PROJECT_ROOT, VigilSettings, read_pseudonym_secret
 from tests.stack.cluster_fixture import flink_cluster, free_port  # noqa: F401 - the fixture
@@ -66,8 +67,8 @@ def test_model_missing_a_feature_of_the_topic_is_refused():
 
 
 def test_job_parameters_quote_uris_for_flinks_map_syntax():
-    rendered = run_sql.job_parameters({"vigil.model.uri": "file:///m", "vigil.model.version": "latest"})
-    assert rendered == "'vigil.model.uri:''file:///m''',vigil.model.version:latest"
+    rendered = run_sql.job_parameters({"vigil.model.uri": "file:///m", "vigil.model.ref": "m@champion"})
+    assert rendered == "'vigil.model.uri:''file:///m''',vigil.model.ref:m@champion"
 
 
 def test_cluster_not_running_is_reported_with_its_address(monkeypatch, capsys):
@@ -97,7 +98,7 @@ def test_sql_job_scores_every_event_with_the_model(flink_cluster, trained_model,
     monkeypatch.setenv("VIGIL_FLINK_REST_PORT", str(flink_cluster.settings.flink.rest_port))
     code = run_sql.main([str(SCRIPT), "--telemetry-topic", source, "--scored-topic", scored_topic,
                          # a file:// URI: its ':' must survive Flink's job-parameter map syntax
-                         "--model-store", Path(store).as_uri(), "--bounded",
+                         "--model-store", Path(store).as_uri(), "--model", REF, "--bounded",
                          "--bootstrap-servers", kafka_bootstrap, "--group-id", f"g-{scored_topic}"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
@@ -120,7 +121,7 @@ def test_sql_job_scores_every_event_with_the_model(flink_cluster, trained_model,
     from udfs.anomaly_score import AnomalyScore
 
     names = manifest["features"]["names"]
-    fn = AnomalyScore(store)
+    fn = AnomalyScore(store, REF)
     fn.open(None)
     expected = fn.eval(*[pd.Series([r[c] for r in records]) for c in names])["score"].to_numpy()
     # event_time is written as ISO-8601 without zone (UTC) and without trailing zeros (".86")

@@ -10,7 +10,7 @@ import pytest
 
 from connectors import schema_store
 from connectors.kafka_io import end_offsets
-from connectors.model_store import ModelStore
+from connectors.model_registry import ModelRegistry
 from jobs import simulate_fleet, simulation, train_autoencoder
 from jobs.training import trainer
 from jobs.training.trainer import TrainOptions, split_evaluation
@@ -35,7 +35,8 @@ def trained(fleet_topic: str, kafka_bootstrap: str, tmp_path_factory) -> tuple[d
     code = train_autoencoder.main(["--topic", fleet_topic, "--bootstrap-servers", kafka_bootstrap,
                                    "--model-store", str(store), "--quiet"])
     assert code == 0
-    return ModelStore(str(store)).manifest(), store
+    registry = ModelRegistry(str(store))
+    return registry.manifest(registry.resolve(f"{fleet_topic}@champion")), store
 
 
 def test_detects_simulated_failures(trained, capsys):
@@ -57,7 +58,7 @@ def test_manifest_records_lineage_and_everything_needed_to_score(trained, fleet_
     assert manifest["features"]["names"][0] == "speed_kmh" and len(manifest["features"]["mean"]) == 17
     assert manifest["threshold"] > 0 and manifest["threshold_quantile"] == 0.995
     assert manifest["libraries"]["tensorflow"].startswith("2.19")
-    report = store / manifest["version"] / "report.png"
+    report = store / fleet_topic / "artifacts" / manifest["artifact"] / "report.png"
     assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and report.stat().st_size > 20_000
 
 

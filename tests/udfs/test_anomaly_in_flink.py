@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from jobs.run_sql import job_parameters
+from tests.trained_model import REF
 from udfs.anomaly_score import AnomalyScore, anomaly_udf
 from tests.trained_model import simulated_frame
 
@@ -16,7 +18,7 @@ def rows_and_expected(trained_model):
     names = manifest["features"]["names"]
     frame = simulated_frame(events=800, seed=11, failure_rate=0.05)
     frame.loc[5, names[3]] = np.nan  # one unscorable row
-    fn = AnomalyScore(uri)
+    fn = AnomalyScore(uri, REF)
     fn.open(None)
     expected = fn.eval(*[frame[c] for c in names])
     return frame, names, expected
@@ -41,7 +43,7 @@ def test_same_scores_in_a_minicluster_job_as_in_python(trained_model, rows_and_e
     frame, names, expected = rows_and_expected
     t_env = table_environment(streaming=False, parallelism__default=1,
                               **{"python__fn-execution__arrow__batch__size": 100})
-    scored = _table(t_env, frame, names).select(col("id"), anomaly_udf(uri)(*[col(c) for c in names]).alias("r"))
+    scored = _table(t_env, frame, names).select(col("id"), anomaly_udf(uri, REF)(*[col(c) for c in names]).alias("r"))
     # flattened: PyFlink's collect() cannot unpickle a null inside a nested row
     flat = scored.select(col("id"), col("r").get("score"), col("r").get("is_anomaly"), col("r").get("model_version"))
     out = {r[0]: tuple(r)[1:] for r in flat.execute().collect()}
@@ -63,7 +65,8 @@ def test_sql_calls_the_function_by_name(trained_model, rows_and_expected, flink_
     uri, manifest = trained_model
     frame, names, expected = rows_and_expected
     t_env = table_environment(streaming=False, parallelism__default=1,
-                              **{"pipeline__global-job-parameters": f"vigil.model.uri:{uri}"})
+                              **{"pipeline__global-job-parameters": job_parameters({"vigil.model.uri": uri,
+                                                                                     "vigil.model.ref": REF})})
     t_env.create_temporary_view("readings", _table(t_env, frame.head(50), names))
     t_env.execute_sql("CREATE TEMPORARY SYSTEM FUNCTION ANOMALY AS 'udfs.anomaly_score.anomaly' LANGUAGE PYTHON")
     result = t_env.execute_sql(

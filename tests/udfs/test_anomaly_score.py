@@ -6,11 +6,11 @@ import pytest
 
 from udfs.anomaly_score import AnomalyScore
 from udfs.autoencoder import NumpyScorer, TfScorer
-from tests.trained_model import simulated_frame
+from tests.trained_model import MODEL, REF, simulated_frame
 
 
 def opened(uri: str, **options) -> AnomalyScore:
-    fn = AnomalyScore(uri, **options)
+    fn = AnomalyScore(uri, REF, **options)
     fn.open(None)
     return fn
 
@@ -39,41 +39,88 @@ def test_numpy_and_tf_engines_agree(trained_model):
     np.testing.assert_allclose(tf_fn.eval(*cols)["score"], np_fn.eval(*cols)["score"], rtol=1e-4, atol=1e-6)
 
 
-def test_wrong_number_of_columns_names_the_features(trained_model):
+def test_wrong_number_of_columns_names_the_features_and_scores_nothing(trained_model, caplog):
     fn = opened(trained_model[0])
-    with pytest.raises(ValueError, match="expects 17 feature columns"):
-        fn.eval(pd.Series([1.0]), pd.Series([2.0]))
+    with caplog.at_level("ERROR"):
+        out = fn.eval(pd.Series([1.0]), pd.Series([2.0]))
+    assert out["score"].isna().all() and list(out["model_version"]) == ["none"]
+    assert "expects 17 feature columns" in caplog.text
 
 
 def test_no_model_configured_is_a_clear_error():
     with pytest.raises(ValueError, match="vigil.model.uri"):
         AnomalyScore().open(None)
+    with pytest.raises(ValueError, match="vigil.model.ref"):
+        AnomalyScore("/some/store").open(None)
 
 
-def test_hot_swap_picks_up_a_newly_published_model(trained_model, tmp_path):
+def _next_version(trained_model, store_dir, **changes):
+    """Publish a copy of the session's model with ``changes`` to its manifest as the next version."""
     import shutil
 
-    from connectors.model_store import ModelStore
+    from connectors.model_registry import ModelRegistry
+
+    uri, manifest = trained_model
+    registry = ModelRegistry(str(store_dir))
+    folder, _ = registry.fetch(registry.resolve(f"{MODEL}@1"))
+    work = store_dir.parent / f"work-{len(list(store_dir.parent.iterdir()))}"
+    shutil.copytree(folder, work)
+    (work / "manifest.json").unlink()
+    raw = {k: v for k, v in manifest.items() if k not in ("artifact", "model_name", "number", "files")}
+    raw.update(version=f"{manifest['artifact']}-{work.name}", **changes)
+    return registry, registry.publish(MODEL, work, raw, alias="challenger")
+
+
+def test_hot_swap_follows_the_alias_and_refuses_what_does_not_fit(trained_model, tmp_path):
+    import shutil
+    import time
 
     uri, manifest = trained_model
     store_dir = tmp_path / "store"
     shutil.copytree(uri, store_dir)
-    fn = opened(str(store_dir), refresh_seconds=0.01)
+    fn = opened(str(store_dir), refresh_seconds=0.01, features=manifest["features"]["names"],
+                schema=manifest["schema"])
     frame = simulated_frame(events=50, seed=5)
     cols = [frame[c] for c in manifest["features"]["names"]]
-    assert set(fn.eval(*cols)["model_version"]) == {manifest["version"]}
+    assert set(fn.eval(*cols)["model_version"]) == {f"{MODEL}@1"}
 
-    src = store_dir / manifest["version"]
-    work = tmp_path / "next"
-    shutil.copytree(src, work)
-    (work / "manifest.json").unlink()
-    newer = {**manifest, "version": manifest["version"] + "-b", "threshold": manifest["threshold"] * 2}
-    ModelStore(str(store_dir)).publish(work, newer)
-    import time
-
+    registry, v2 = _next_version(trained_model, store_dir, threshold=manifest["threshold"] * 2)
     time.sleep(0.05)
-    out = fn.eval(*cols)
-    assert set(out["model_version"]) == {newer["version"]}
+    assert set(fn.eval(*cols)["model_version"]) == {f"{MODEL}@1"}  # a challenger is not scored with
+    registry.set_alias(MODEL, "champion", v2.number, reason="test promotion")
+    time.sleep(0.05)
+    assert set(fn.eval(*cols)["model_version"]) == {f"{MODEL}@2"}
+
+    # a version with its features in another order, and one of another schema: refused, scoring goes on
+    reordered = dict(manifest["features"], names=list(reversed(manifest["features"]["names"])))
+    for changes in ({"features": reordered}, {"schema": "dev.other.Thing@0123456789abcdef"}):
+        _, bad = _next_version(trained_model, store_dir, **changes)
+        registry.set_alias(MODEL, "champion", bad.number, reason="a mistake")
+        time.sleep(0.05)
+        out = fn.eval(*cols)
+        assert set(out["model_version"]) == {f"{MODEL}@2"} and out["score"].notna().all()
+
+
+def test_a_damaged_champion_falls_back_and_never_fails(trained_model, tmp_path):
+    import shutil
+
+    uri, manifest = trained_model
+    store_dir = tmp_path / "store"
+    shutil.copytree(uri, store_dir)
+    registry, v2 = _next_version(trained_model, store_dir)
+    registry.set_alias(MODEL, "champion", v2.number)
+    (store_dir / MODEL / "artifacts" / v2.artifact / "model.keras").write_bytes(b"damaged")
+    frame = simulated_frame(events=20, seed=6)
+    cols = [frame[c] for c in manifest["features"]["names"]]
+    # a (re)starting worker: the champion's files fail their checksum -> the version the job was planned with
+    fn = opened(str(store_dir), fallback=1, features=manifest["features"]["names"])
+    assert set(fn.eval(*cols)["model_version"]) == {f"{MODEL}@1"}
+    # no fallback given: the alias's earlier target
+    assert set(opened(str(store_dir)).eval(*cols)["model_version"]) == {f"{MODEL}@1"}
+    # nothing usable at all: every row unscorable (the jobs dead-letter them), no exception
+    (store_dir / MODEL / "artifacts" / manifest["artifact"] / "model.keras").write_bytes(b"damaged too")
+    out = opened(str(store_dir)).eval(*cols)
+    assert out["score"].isna().all() and set(out["model_version"]) == {"none"}
 
 
 def test_device_selection_falls_back_to_the_cpu_and_says_so_once(monkeypatch, caplog):

@@ -7,7 +7,7 @@ import pandas as pd
 
 from udfs.anomaly_score import AnomalyScore
 from udfs.preprocess import DecodeTelemetry
-from tests.trained_model import simulated_frame
+from tests.trained_model import REF, simulated_frame
 
 
 class Recorder:
@@ -47,7 +47,7 @@ class Context:
 def test_anomaly_reports_scored_anomalies_quantiles_latency_and_version(trained_model):
     uri, manifest = trained_model
     ctx = Context()
-    fn = AnomalyScore(uri)
+    fn = AnomalyScore(uri, REF)
     fn.open(ctx)
     frame = simulated_frame(events=1000, seed=4, failure_rate=0.05)
     cols = [frame[c] for c in manifest["features"]["names"]]

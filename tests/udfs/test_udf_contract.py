@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.trained_model import REF
 from udfs.anomaly_score import AnomalyScore
 
 
 def all_udfs(uri: str) -> list:
-    return [AnomalyScore(uri), AnomalyScore(uri, engine="tf"), AnomalyScore(uri, engine="numpy")]
+    return [AnomalyScore(uri, REF), AnomalyScore(uri, REF, engine="tf"), AnomalyScore(uri, REF, engine="numpy")]
 
 
 @pytest.fixture
