@@ -96,16 +96,30 @@ def feature_columns(schema: dict[str, Any]) -> list[str]:
     return out
 
 
-def physical_ranges(schema: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """``{field: (low, high)}`` for every field with a ``vigil.range`` attribute, in schema order."""
+def _ranges(schema: dict[str, Any], kind: type) -> dict[str, tuple[Any, Any]]:
     out = {}
     for field in schema["fields"]:
         bounds = field.get("vigil.range")
-        if bounds is not None:
-            if not (isinstance(bounds, list) and len(bounds) == 2 and bounds[0] <= bounds[1]):
-                raise SchemaError(f"field {field['name']!r}: vigil.range must be [low, high], got {bounds!r}")
+        if bounds is None:
+            continue
+        if not (isinstance(bounds, list) and len(bounds) == 2 and type(bounds[0]) is type(bounds[1])
+                and bounds[0] <= bounds[1]):
+            raise SchemaError(f"field {field['name']!r}: vigil.range must be [low, high], got {bounds!r}")
+        if kind is float and isinstance(bounds[0], (int, float)) and not isinstance(bounds[0], bool):
             out[field["name"]] = (float(bounds[0]), float(bounds[1]))
+        elif kind is str and isinstance(bounds[0], str):
+            out[field["name"]] = (bounds[0], bounds[1])
     return out
+
+
+def physical_ranges(schema: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """``{field: (low, high)}`` for every numeric field with a ``vigil.range``, in schema order."""
+    return _ranges(schema, float)
+
+
+def plausible_times(schema: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """``{field: (first, last)}`` ISO times for every timestamp field with a ``vigil.range``."""
+    return _ranges(schema, str)
 
 
 def label_values(schema: dict[str, Any]) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ exact record they came from.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pyflink.common import Types, WatermarkStrategy
@@ -125,11 +126,52 @@ def avro_source(topic: str, bootstrap: str, avro_schema: dict[str, Any], *, grou
     return builder.build()
 
 
+@dataclass(frozen=True)
+class StartPosition:
+    """Where a job starts reading: by default where its consumer group's committed offsets are.
+
+    ``committed`` (the default): the offsets the group committed on its last completed checkpoint,
+    which are exactly where the job's exactly-once output ends; a group with none starts at the
+    earliest offset. So a cancelled, upgraded or failed job resubmitted with the same group goes
+    on without duplicates or gaps. ``earliest``, ``latest``, ``timestamp`` (epoch millis) and
+    ``offsets`` ({partition: offset}) are backfills or skips, asked for explicitly. (A job resumed
+    from a savepoint or checkpoint reads from the offsets in that state instead.)
+    """
+
+    mode: str = "committed"
+    timestamp_ms: int | None = None
+    offsets: dict[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("committed", "earliest", "latest", "timestamp", "offsets"):
+            raise ValueError(f"unknown start position {self.mode!r}")
+        if (self.mode == "timestamp") != (self.timestamp_ms is not None) or (self.mode == "offsets") != bool(
+                self.offsets):
+            raise ValueError(f"start position {self.mode!r} needs exactly its own value")
+
+    def options(self) -> dict[str, str]:
+        if self.mode == "committed":
+            return {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
+        if self.mode == "timestamp":
+            return {"scan.startup.mode": "timestamp", "scan.startup.timestamp-millis": str(self.timestamp_ms)}
+        if self.mode == "offsets":
+            spec = ";".join(f"partition:{p},offset:{o}" for p, o in sorted((self.offsets or {}).items()))
+            return {"scan.startup.mode": "specific-offsets", "scan.startup.specific-offsets": spec}
+        return {"scan.startup.mode": f"{self.mode}-offset"}
+
+    def describe(self) -> str:
+        return {"committed": "the group's committed offsets (earliest if none)", "earliest": "the earliest offset",
+                "latest": "the latest offset", "timestamp": f"timestamp {self.timestamp_ms} ms",
+                "offsets": f"offsets {self.offsets}"}[self.mode]
+
+
 def raw_source(topic: str, bootstrap: str, *, group_id: str, bounded: bool = False,
-               start: str = "earliest-offset") -> TableDescriptor:
+               start: StartPosition | str = "earliest-offset", until_ms: int | None = None) -> TableDescriptor:
     """Kafka source table of raw values (``payload BYTES``) plus key and Kafka metadata.
 
     Used where undecodable records must survive as data (dead letters) instead of failing the job.
+    ``bounded``: stop at the offsets latest at start; ``until_ms``: stop at the first record of
+    that timestamp (a backfill of a time range).
     """
     schema = Schema.new_builder().column("record_key", DataTypes.BYTES()).column("payload", DataTypes.BYTES())
     for name, (sql_type, key) in SOURCE_METADATA.items():
@@ -140,9 +182,12 @@ def raw_source(topic: str, bootstrap: str, *, group_id: str, bounded: bool = Fal
                .option("key.format", "raw").option("key.fields", "record_key")
                .option("value.format", "raw").option("value.fields-include", "EXCEPT_KEY")
                .option("properties.group.id", group_id)
-               .option("properties.isolation.level", "read_committed")
-               .option("scan.startup.mode", start))
-    if bounded:
+               .option("properties.isolation.level", "read_committed"))
+    for key, value in (start.options() if isinstance(start, StartPosition) else {"scan.startup.mode": start}).items():
+        builder = builder.option(key, value)
+    if until_ms is not None:
+        builder = builder.option("scan.bounded.mode", "timestamp").option("scan.bounded.timestamp-millis", str(until_ms))
+    elif bounded:
         builder = builder.option("scan.bounded.mode", "latest-offset")
     return builder.build()
 

@@ -9,8 +9,15 @@ produced keyed by vehicle. Nothing is lost silently:
 
 * subscriptions use QoS 1 and each MQTT message is acknowledged only after Kafka confirmed the
   delivery (paho's manual acks), so a bridge that dies re-receives what it had not delivered;
-* a message that is not a valid reading goes to ``<topic>.mqtt-dlq`` as JSON with the reason,
-  the MQTT topic and the original payload (base64), and is then acknowledged.
+* a message that is not a valid reading goes to ``<topic>.mqtt-dlq`` with the reason, and is then
+  acknowledged;
+* a reading Kafka refuses (a far-future timestamp: INVALID_TIMESTAMP, a record too large, ...) is
+  produced again on its own (the broker refuses whole batches: a good reading that shared a batch
+  with a bad one goes through alone), up to ``MAX_ATTEMPTS`` times, then goes to the DLQ and is
+  acknowledged: no message can stop the bridge, now or when it restarts.
+
+A dead letter holds no raw id: the MQTT topic (which may end with the device id) as a pseudonym,
+the payload sealed as in the jobs' DLQ (udfs/dead_letters.py: encrypted prefix, size, SHA-256).
 """
 from __future__ import annotations
 
@@ -37,7 +44,7 @@ from connectors.avro_serde import (
 from connectors.errors import ConnectorError
 from connectors.kafka_io import _QUIET, DEFAULT_PARTITIONS, check_broker, create_topic
 from vigil.commands import Options, command, option
-from vigil.settings import MqttSettings, VigilSettings
+from vigil.settings import MqttSettings, VigilSettings, read_pseudonym_secret
 
 
 class BridgeOptions(Options):
@@ -50,24 +57,30 @@ class BridgeOptions(Options):
     max_messages: int | None = option(None, "stop after this many messages", show_default="run until Ctrl-C")
 
 
+MAX_ATTEMPTS = 3  # deliveries of one reading Kafka refuses with a retriable error, before its dead letter
+
+
 class BridgeSettings(BaseModel):
     """Where to read (MQTT) and write (Kafka): the options plus the brokers' addresses."""
 
     model_config = ConfigDict(frozen=True)
 
     mqtt_host: str = VigilSettings.model_fields["host"].default
-    mqtt_port: int = Field(MqttSettings().port, ge=1, le=65535)
+    mqtt_port: int = Field(MqttSettings.model_fields["port"].default, ge=1, le=65535)
     mqtt_topic: str = BridgeOptions.model_fields["mqtt_topic"].default
     client_id: str = BridgeOptions.model_fields["client_id"].default
     bootstrap_servers: str
     topic: str = BridgeOptions.model_fields["topic"].default
     partitions: int = Field(BridgeOptions.model_fields["partitions"].default, ge=1)
+    # the pseudonymisation secret's file (dead letters hold no raw id)
+    secret_file: str | None = Field(default_factory=lambda: str(VigilSettings.load().pseudonym.secret_file))
 
     @classmethod
     def of(cls, settings: VigilSettings, options: BridgeOptions) -> BridgeSettings:
         return cls(mqtt_host=settings.mqtt.host, mqtt_port=settings.mqtt.port, mqtt_topic=options.mqtt_topic,
                    client_id=options.client_id, bootstrap_servers=settings.bootstrap_servers, topic=options.topic,
-                   partitions=options.partitions)
+                   partitions=options.partitions,
+                   secret_file=str(settings.pseudonym.secret_file) if settings.pseudonym.secret_file else None)
 
     @property
     def dlq_topic(self) -> str:
@@ -145,8 +158,12 @@ class MqttBridge:
     def run(self, max_messages: int | None = None, ready: threading.Event | None = None) -> None:
         import paho.mqtt.client as mqtt
 
+        from connectors.privacy import payload_key, pseudonym, seal
+
         s = self.settings
         schema = self.prepare()
+        secret = read_pseudonym_secret(s.secret_file)
+        aes = payload_key(secret)
         serialize = AvroSerializer(schema)
         headers = [(SCHEMA_HEADER, schema_id(schema).encode())]
         entity = roles(schema)["entity"]
@@ -156,34 +173,52 @@ class MqttBridge:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id, clean_session=False,
                              manual_ack=True)
         handled = [0]
+        retries: list[Any] = []  # (message, attempt) to produce again from the main loop
 
-        def acked(mid: int, qos: int):
-            def on_delivery(err: Any, _msg: Any) -> None:
-                if err is not None:
-                    self._error = f"Kafka refused a record: {err}"  # not acked: the broker redelivers
+        def done(mid: int, qos: int) -> None:
+            client.ack(mid, qos)
+            handled[0] += 1
+            if max_messages is not None and handled[0] >= max_messages:
+                self._stop.set()
+
+        def dead_letter(msg: Any, reason: str) -> None:
+            self.dead_letters += 1
+            letter = {"reason": reason, "mqtt_topic_pseudonym": pseudonym(secret, msg.topic),
+                      "received_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                      **{k: v for k, v in seal(secret, None, msg.payload, aes_key=aes).items() if k != "key_pseudonym"}}
+            letter["payload"] = base64.b64encode(letter["payload"]).decode()
+
+            def on_delivery(err: Any, _m: Any) -> None:
+                if err is not None:  # the DLQ itself refused: not acked, Mosquitto redelivers later
+                    self._error = f"Kafka refused a dead letter on {s.dlq_topic}: {err}"
                     self._stop.set()
                     return
-                client.ack(mid, qos)
-                handled[0] += 1
-                if max_messages is not None and handled[0] >= max_messages:
-                    self._stop.set()
-            return on_delivery
+                done(msg.mid, msg.qos)
+
+            producer.produce(s.dlq_topic, value=json.dumps(letter).encode(), on_delivery=on_delivery)
+
+        def forward(msg: Any, record: dict[str, Any], value: bytes, attempt: int) -> None:
+            def on_delivery(err: Any, _m: Any) -> None:
+                if err is None:
+                    self.forwarded += 1
+                    done(msg.mid, msg.qos)
+                elif attempt < MAX_ATTEMPTS:
+                    retries.append((msg, record, value, attempt + 1))
+                else:
+                    dead_letter(msg, f"kafka_refused: {err.name()}: {err.str()} (after {attempt} attempt(s))")
+
+            ts = int(record[time_col].timestamp() * 1000) if time_col else None
+            producer.produce(s.topic, key=str(record[entity]).encode() if entity else None, value=value,
+                             headers=headers, timestamp=ts or 0, on_delivery=on_delivery)
 
         def on_message(_client: Any, _userdata: Any, msg: Any) -> None:
             try:
                 record = to_record(msg.payload, msg.topic, schema)
                 value = serialize(record)
             except ValueError as exc:
-                self.dead_letters += 1
-                letter = json.dumps({"reason": f"invalid_reading: {exc}", "mqtt_topic": msg.topic,
-                                     "payload": base64.b64encode(msg.payload).decode(),
-                                     "received_at": dt.datetime.now(dt.timezone.utc).isoformat()})
-                producer.produce(s.dlq_topic, value=letter.encode(), on_delivery=acked(msg.mid, msg.qos))
+                dead_letter(msg, f"invalid_reading: {exc}")
                 return
-            self.forwarded += 1
-            ts = int(record[time_col].timestamp() * 1000) if time_col else None
-            producer.produce(s.topic, key=str(record[entity]).encode() if entity else None, value=value,
-                             headers=headers, timestamp=ts or 0, on_delivery=acked(msg.mid, msg.qos))
+            forward(msg, record, value, 1)
 
         def on_connect(_client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
             if reason.is_failure:
@@ -206,6 +241,9 @@ class MqttBridge:
         try:
             while not self._stop.is_set():
                 producer.poll(0.1)
+                while retries:  # one at a time, each in its own batch
+                    forward(*retries.pop(0))
+                    producer.flush(30)
         finally:
             client.loop_stop()
             producer.flush(30)

@@ -27,11 +27,14 @@ window they fell in; 0 for one reading), ``first_event_time`` / ``last_event_tim
 ``max_score`` and ``readings``: ARRAY of ROW(event_time, score, source_partition, source_offset,
 label), the readings behind the alert.
 
-**Dead letter** (``<input>.dlq``, key: the record's Kafka key as it came): ``reason`` (``stage:
-detail``), ``stage`` (undecodable | impossible_value | validation_failed | unscorable),
-``source_topic``, ``source_partition``, ``source_offset``, ``source_timestamp`` (the record's
-Kafka timestamp), ``record_key`` and ``payload`` (the original bytes; base64 in JSON) and
-``model_version`` (set when the record reached the model).
+**Dead letter** (``<input>.dlq``, key: ``key_pseudonym``): ``reason`` (``stage: detail``),
+``stage`` (undecodable | impossible_value | validation_failed | unscorable), ``source_topic``,
+``source_partition``, ``source_offset``, ``source_timestamp`` (the record's Kafka timestamp),
+``key_pseudonym`` (the record's Kafka key, pseudonymised like entity ids), ``payload`` (the
+original bytes, at most their first 64 KiB, AES-GCM encrypted with a key derived from the
+pseudonymisation secret; base64 in JSON; udfs/dead_letters.py), ``payload_bytes`` and
+``payload_sha256`` (the whole original payload's size and SHA-256), ``payload_truncated`` and
+``model_version`` (set when the record reached the model). No raw id leaves a job.
 
 **Tier** (Parquet, partitioned ``dt=YYYY-MM-DD/hr=HH`` by event time): the scored record's
 columns, then ``dt`` and ``hr``.
@@ -214,10 +217,13 @@ def outputs(schema: dict[str, Any]) -> Outputs:
         Column("source_partition", DataTypes.INT()),
         Column("source_offset", DataTypes.BIGINT()),
         Column("source_timestamp", DataTypes.TIMESTAMP_LTZ(3)),
-        Column("record_key", DataTypes.BYTES()),
+        Column("key_pseudonym", DataTypes.STRING()),
         Column("payload", DataTypes.BYTES()),
+        Column("payload_bytes", DataTypes.INT()),
+        Column("payload_sha256", DataTypes.STRING()),
+        Column("payload_truncated", DataTypes.BOOLEAN()),
         Column("model_version", DataTypes.STRING()),
-    ), key="record_key")
+    ), key="key_pseudonym")
     tier = Contract("tier", (*scored.columns, Column("dt", DataTypes.STRING()), Column("hr", DataTypes.STRING())),
                     key=None)
     return Outputs(scored, alerts, dead_letters, tier, entity, time_col, label, derived)

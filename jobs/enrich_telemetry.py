@@ -69,6 +69,10 @@ def run(settings: VigilSettings, o: EnrichOptions) -> int:
     result = enriched.execute_insert("enriched_sink")
     job_id = result.get_job_client().get_job_id()
     print(f"submitted job {job_id}: {o.input_topic} -> {o.output_topic}", flush=True)
+    from jobs.core.flink_env import detached
+
+    if detached(t_env):  # flink run -d: the job runs on in the cluster, the client is done
+        return 0
     result.wait()  # unbounded: runs until cancelled (Ctrl-C)
     if o.bounded:
         print(f"job {job_id} finished in {time.monotonic() - started:.1f}s", flush=True)

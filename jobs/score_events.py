@@ -23,7 +23,7 @@ import time
 from connectors import flink_kafka
 from connectors.errors import ConnectorError
 from jobs.core import scoring, sinks
-from jobs.core.flink_env import checkpointing
+from jobs.core.flink_env import checkpointing, detached, recovery
 from stack import flink_home
 from vigil.commands import command
 from vigil.settings import VigilSettings
@@ -38,9 +38,10 @@ def run(settings: VigilSettings, options: scoring.ScoreOptions) -> int:
 
     _, t_env = stream_table_environment(parallelism__default=plan.parallelism,
                                         pipeline__name=f"vigil-{JOB}:{plan.input_topic}",
-                                        **checkpointing(plan))
+                                        **checkpointing(plan), **recovery(plan))
     raw = t_env.from_descriptor(flink_kafka.raw_source(plan.input_topic, plan.bootstrap_servers,
-                                                       group_id=plan.group_id, bounded=plan.bounded))
+                                                       group_id=plan.group_id, bounded=plan.bounded,
+                                                       start=plan.start, until_ms=plan.until_ms))
     statements = t_env.create_statement_set()
     sinks.attach(statements, scoring.build(raw, plan), plan)
     started = time.monotonic()
@@ -49,6 +50,8 @@ def run(settings: VigilSettings, options: scoring.ScoreOptions) -> int:
     print(f"submitted job {job_id}: {plan.input_topic} -> {', '.join(plan.topics.values())}"
           f"{', ' + plan.tier if plan.tier else ''} (model {plan.manifest['version']} from {plan.model_store})",
           flush=True)
+    if detached(t_env):  # flink run -d: the job runs on in the cluster, the client is done
+        return 0
     result.wait()
     if plan.bounded:
         print(f"job {job_id} finished in {time.monotonic() - started:.1f}s", flush=True)

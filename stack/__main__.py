@@ -129,8 +129,51 @@ def cluster_status(settings: VigilSettings, _options: None) -> int:
 
 
 def cluster_jobs(settings: VigilSettings, _options: None) -> int:
-    for job in LocalFlinkCluster(settings).jobs():
+    cluster = LocalFlinkCluster(settings)
+    for job in cluster.jobs():
         print(f"{job['jid']}  {job['state']:10s}  {job['name']}")
+        waiting = cluster.waiting_for_slots(job["jid"]) if job["state"] in ("CREATED", "RUNNING") else None
+        if waiting:
+            print(f"    {waiting}")
+    return 0
+
+
+def cluster_supervise(settings: VigilSettings, _options: None) -> int:
+    LocalFlinkCluster(settings).supervise(log=lambda line: print(line, flush=True))
+    return 0
+
+
+class StopJobOptions(Options):
+    job_id: str = option(..., "the job to stop", argument=True, metavar="JOB_ID")
+    savepoint_dir: str | None = option(None, "where the savepoint goes", show_default="<home>/savepoints")
+
+
+def cluster_stop_job(settings: VigilSettings, options: StopJobOptions) -> int:
+    path = LocalFlinkCluster(settings).stop_with_savepoint(options.job_id, options.savepoint_dir)
+    print(f"job {options.job_id} stopped; savepoint: {path}")
+    print(f"resume it with the same flags plus --from-savepoint {path}")
+    return 0
+
+
+class UpgradeOptions(Options):
+    job_id: str = option(..., "the running job to replace", argument=True, metavar="JOB_ID")
+    job: str = option(..., "the job file to submit in its place (e.g. jobs/score_events.py)")
+    args: list[str] = option([], "the job's flags, after --", argument=True, many=True, metavar="-- ARGS",
+                             show_default=False)
+    savepoint_dir: str | None = option(None, "where the savepoint goes", show_default="<home>/savepoints")
+
+
+def cluster_upgrade(settings: VigilSettings, options: UpgradeOptions) -> int:
+    """Stop with a savepoint, then submit the (new) job file resuming from it: no duplicates, no gaps."""
+    from pathlib import Path
+
+    from stack.flink_cluster import flink_run
+
+    cluster = LocalFlinkCluster(settings)
+    path = cluster.stop_with_savepoint(options.job_id, options.savepoint_dir)
+    print(f"job {options.job_id} stopped; savepoint: {path}", flush=True)
+    new_id = flink_run(settings, Path(options.job), [*options.args, "--from-savepoint", path], detached=True)
+    print(f"submitted job {new_id}, resuming from {path}")
     return 0
 
 
@@ -141,7 +184,16 @@ CLUSTER = group("cluster", "The local Flink standalone cluster (one JobManager, 
     "down": command("down", "Stop the cluster.", cluster_down, expected_errors=_ERRORS),
     "status": command("status", "Show whether the cluster answers, its TaskManagers and slots.", cluster_status,
                       expected_errors=_ERRORS),
-    "jobs": command("jobs", "List the cluster's jobs.", cluster_jobs, expected_errors=_ERRORS),
+    "jobs": command("jobs", "List the cluster's jobs (and why one waits, when it waits for slots).", cluster_jobs,
+                    expected_errors=_ERRORS),
+    "stop": command("stop", "Stop a job with a savepoint (its output committed); prints how to resume it.",
+                    cluster_stop_job, options=StopJobOptions, expected_errors=_ERRORS),
+    "upgrade": command("upgrade", "Replace a running job: stop it with a savepoint, submit the job file resuming "
+                                  "from it (python -m stack cluster upgrade JOB_ID --job jobs/score_events.py -- "
+                                  "--input telemetry ...).", cluster_upgrade, options=UpgradeOptions,
+                       expected_errors=_ERRORS),
+    "supervise": command("supervise", "Restart the TaskManager whenever it dies (cluster up starts this).",
+                         cluster_supervise, expected_errors=_ERRORS),
 })
 STACK = group("stack", __doc__, {
     "setup": command("setup", "Resolve the jars with Maven, build the project-local Flink home, make the "

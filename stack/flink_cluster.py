@@ -110,8 +110,10 @@ class LocalFlinkCluster:
         return path
 
     # --- REST ------------------------------------------------------------------------------------
-    def _request(self, path: str, method: str = "GET", timeout: float = 5.0) -> Any:
-        request = urllib.request.Request(self.rest_url + path, method=method)
+    def _request(self, path: str, method: str = "GET", timeout: float = 5.0, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.rest_url + path, method=method, data=data,
+                                         headers={"Content-Type": "application/json"} if data else {})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 body = response.read()
@@ -186,6 +188,43 @@ class LocalFlinkCluster:
         """Ask the cluster to cancel a job (returns at once; use wait_for_job to see it CANCELED)."""
         self._request(f"/jobs/{job_id}?mode=cancel", method="PATCH")
 
+    def stop_with_savepoint(self, job_id: str, directory: str | None = None, timeout: float = 300.0) -> str:
+        """Stop a job after a savepoint (its Kafka transactions committed); returns the savepoint's path.
+
+        Resubmitting the job with ``--from-savepoint <path>`` goes on exactly where it stopped.
+        """
+        target = directory or (self.settings.home / "savepoints").as_uri()
+        trigger = self._request(f"/jobs/{job_id}/stop", method="POST", body={"targetDirectory": target,
+                                                                             "drain": False})["request-id"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self._request(f"/jobs/{job_id}/savepoints/{trigger}")
+            if status["status"]["id"] == "COMPLETED":
+                operation = status.get("operation") or {}
+                if "location" in operation:
+                    return operation["location"]
+                raise FlinkClusterError(f"stopping job {job_id} with a savepoint failed: "
+                                        f"{_tail(str(operation.get('failure-cause', operation)))}")
+            time.sleep(0.5)
+        raise FlinkClusterError(f"the savepoint of job {job_id} did not complete within {timeout:.0f}s")
+
+    def waiting_for_slots(self, job_id: str) -> str | None:
+        """Why a job's tasks are not running, when they wait for slots the cluster does not have."""
+        job = self.job(job_id)
+        if job.get("state") not in ("CREATED", "RUNNING", "RESTARTING"):
+            return None
+        scheduled = sum(v.get("status", "") in ("SCHEDULED", "CREATED") for v in job.get("vertices", []))
+        if not scheduled:
+            return None
+        overview = self.overview() or {}
+        needed = max((v.get("parallelism", 1) for v in job.get("vertices", [])), default=1)
+        if overview.get("slots-available", 0) >= needed:
+            return None
+        return (f"job {job_id} waits for task slots: it needs {needed}, the cluster at {self.rest_url} has "
+                f"{overview.get('slots-available', 0)} free of {overview.get('slots-total', 0)} "
+                f"({overview.get('taskmanagers', 0)} TaskManager(s)); start more TaskManagers or lower "
+                f"the job's parallelism")
+
     # --- lifecycle -------------------------------------------------------------------------------
     def _pid_files(self) -> list[Path]:
         return sorted(self.pid_dir.glob(f"flink-{_IDENT}-*.pid"))
@@ -237,6 +276,7 @@ class LocalFlinkCluster:
         """
         timeout = self.startup_timeout_s if timeout is None else timeout
         if self.healthy():
+            self._start_supervisor()
             return "reused"
         start_cluster = self.script("start-cluster.sh")
         if not self.pids():
@@ -260,6 +300,7 @@ class LocalFlinkCluster:
         while time.monotonic() - began < timeout:
             overview = self.overview()
             if overview and overview.get("taskmanagers", 0) >= 1 and overview.get("slots-available", 0) >= 1:
+                self._start_supervisor()
                 return "started"
             # the daemons write their pid files a moment after start-cluster.sh returns
             if time.monotonic() - began > 5 and len(self.pids()) < 2:
@@ -269,8 +310,66 @@ class LocalFlinkCluster:
         raise FlinkClusterError(f"the Flink cluster at {self.rest_url} did not get a TaskManager with free slots "
                                 f"within {timeout:.0f}s (last overview: {overview}).\n{self.logs()}")
 
+    # --- TaskManager supervision ---------------------------------------------------------------
+    @property
+    def _supervisor_pid_file(self) -> Path:
+        return self.pid_dir / "supervisor.pid"
+
+    def supervisor_pid(self) -> int | None:
+        try:
+            pid = int(self._supervisor_pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def _start_supervisor(self) -> None:
+        """Start ``python -m stack cluster supervise`` for this cluster unless one runs already."""
+        if self.supervisor_pid() is not None:
+            return
+        env = {**self.environment(), "VIGIL_FLINK_REST_PORT": str(self.settings.flink.rest_port),
+               "VIGIL_HOME": str(self.settings.home)}
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / "supervisor.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "stack", "cluster", "supervise"], env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        self._supervisor_pid_file.write_text(str(proc.pid))
+
+    def taskmanager_pids(self) -> list[int]:
+        out = []
+        for path in self.pid_dir.glob(f"flink-{_IDENT}-taskexecutor.pid"):
+            out += [int(p) for p in path.read_text().split() if p.isdigit() and _alive(int(p))]
+        return out
+
+    def jobmanager_pids(self) -> list[int]:
+        out = []
+        for path in self.pid_dir.glob(f"flink-{_IDENT}-standalonesession.pid"):
+            out += [int(p) for p in path.read_text().split() if p.isdigit() and _alive(int(p))]
+        return out
+
+    def supervise(self, poll_s: float = 2.0, log: Any = print) -> None:
+        """Restart the TaskManager whenever it dies, while the JobManager lives (a dead TM stays dead
+        in a standalone cluster otherwise). Logs one line per restart."""
+        taskmanager = self.script("taskmanager.sh")
+        while self.jobmanager_pids():
+            if not self.taskmanager_pids():
+                log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} the TaskManager of {self.rest_url} is gone: starting "
+                    f"a new one")
+                for stale in self.pid_dir.glob(f"flink-{_IDENT}-taskexecutor.pid"):
+                    stale.unlink(missing_ok=True)
+                result = subprocess.run([str(taskmanager), "start"], env=self.environment(), capture_output=True,
+                                        text=True, timeout=60)
+                if result.returncode != 0:
+                    log(f"taskmanager.sh start failed ({result.returncode}): {_tail(result.stdout + result.stderr)}")
+            time.sleep(poll_s)
+        log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} the JobManager of {self.rest_url} is gone: supervisor stops")
+
     def stop(self, timeout: float = 60.0) -> bool:
         """Stop this cluster's daemons and wait for its ports to close; False when none was running."""
+        supervisor = self.supervisor_pid()
+        if supervisor is not None:  # first: it would start a new TaskManager while the cluster stops
+            os.kill(supervisor, signal.SIGTERM)
+            self._supervisor_pid_file.unlink(missing_ok=True)
         pids = self.pids()
         if not pids:
             return False
@@ -345,6 +444,11 @@ def flink_run(settings: VigilSettings, script: Path, args: list[str], detached: 
         while proc.poll() is None and time.monotonic() < deadline:
             job_id = parse_job_id("".join(lines))
             if detached and job_id:
+                try:  # `flink run -d` returns once the job is submitted (the jobs check detached())
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass  # a job file that waits anyway: its client is ended below, the job runs on
+                _say_if_waiting(cluster, job_id)
                 return job_id
             time.sleep(0.2)
         if proc.returncode is None:
@@ -359,6 +463,22 @@ def flink_run(settings: VigilSettings, script: Path, args: list[str], detached: 
         return job_id
     finally:
         _end_session(proc)
+
+
+def _say_if_waiting(cluster: LocalFlinkCluster, job_id: str, grace_s: float = 10.0) -> None:
+    """Print one line when a just-submitted job waits for task slots the cluster does not have."""
+    deadline = time.monotonic() + grace_s
+    waiting = None
+    while time.monotonic() < deadline:
+        try:
+            waiting = cluster.waiting_for_slots(job_id)
+        except FlinkClusterError:
+            return
+        if waiting is None and cluster.job(job_id).get("state") == "RUNNING":
+            return
+        time.sleep(1)
+    if waiting:
+        print(f"warning: {waiting}", file=sys.stderr, flush=True)
 
 
 def _end_session(proc: subprocess.Popen) -> None:

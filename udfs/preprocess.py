@@ -8,7 +8,11 @@ the scoring jobs can route the original bytes to the dead-letter topic.
 Errors (prefix = the DLQ reason):
 * ``undecodable: ...``: truncated or random bytes, trailing bytes (a wrong schema version), or a
   record of another schema (see the ``vigil.schema`` header);
-* ``impossible_value: col=value, ...``: NaN or infinite numbers, which no sensor reports.
+* ``impossible_value: col=value, ...``: NaN or infinite numbers, which no sensor reports, and
+  timestamps outside what a SQL TIMESTAMP holds (years 1..9999; Avro's long allows far more).
+
+Timestamps become ``datetime64[ms]`` (not pandas' default nanoseconds, which end in 2262), so any
+time a SQL TIMESTAMP holds decodes; whether it is *plausible* is the expectation suite's call.
 
 Range, not-null and allowed-value checks are the expectation suite's job (udfs/validate_features).
 
@@ -18,8 +22,6 @@ TaskManager's environment wins; see vigil.settings.read_pseudonym_secret).
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
 import numpy as np
@@ -27,14 +29,10 @@ import pandas as pd
 from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
+from connectors.privacy import pseudonym
 
-def pseudonym(secret: bytes, entity: str) -> str:
-    """Stable keyed pseudonym: ``p-`` + 20 hex of HMAC-SHA256(secret, entity).
-
-    Without the secret the mapping cannot be reversed or recomputed; with it, the same entity
-    always gets the same pseudonym, so per-vehicle state and history still line up.
-    """
-    return "p-" + hmac.new(secret, entity.encode(), hashlib.sha256).hexdigest()[:20]
+SQL_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z: the range of a SQL TIMESTAMP, in epoch millis
+SQL_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def output_columns(schema: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -63,7 +61,13 @@ class DecodeTelemetry(ScalarFunction):
         import pyarrow as pa
         from pyflink.table.types import to_arrow_type
 
-        from connectors.avro_serde import AvroDeserializer, feature_columns, field_type, roles, schema_id
+        from connectors.avro_serde import (
+            AvroDeserializer,
+            feature_columns,
+            field_type,
+            roles,
+            schema_id,
+        )
         from connectors.flink_kafka import physical_columns
 
         # Timestamps are read as their raw epoch millis (the logical type dropped from the reader
@@ -140,12 +144,18 @@ class DecodeTelemetry(ScalarFunction):
                 if errors[i] is None:
                     cols = [f"{f}={table.column(f)[i].as_py()}" for f, b in bad_cols.items() if b[i]]
                     errors[i] = "impossible_value: " + ", ".join(cols)
-        frame = table.to_pandas()
+        for name in self._timestamps:
+            millis = table.column(name)
+            outside = pc.fill_null(pc.or_(pc.less(millis, SQL_MIN_MS), pc.greater(millis, SQL_MAX_MS)), False)
+            for i in np.flatnonzero(outside.to_numpy(zero_copy_only=False)):
+                if errors[i] is None:
+                    errors[i] = f"impossible_value: {name}={millis[i].as_py()} ms is outside the years 1..9999"
+            # naive UTC datetimes of millisecond unit: the TIMESTAMP(3) the job declares, any year 1..9999
+            kept = pc.if_else(outside, pa.scalar(None, pa.int64()), millis).cast(pa.timestamp("ms"))
+            table = table.set_column(table.schema.get_field_index(name), name, kept)
+        frame = table.to_pandas(coerce_temporal_nanoseconds=False)
         if self._entity:
             frame[self._entity] = [None if e is None else self._pseudonym(str(e)) for e in frame[self._entity]]
-        for name in self._timestamps:
-            # Arrow needs naive UTC datetimes for TIMESTAMP(3)
-            frame[name] = pd.to_datetime(frame[name], unit="ms")
         frame.columns = self._out
         frame["error"] = pd.Series(errors, dtype=object)
         self._dead.inc(sum(e is not None for e in errors))

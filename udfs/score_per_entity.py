@@ -23,6 +23,7 @@ from connectors.avro_serde import SCHEMA_HEADER, roles
 from connectors.records import Outputs
 from udfs.alert_rules import KInWindow, Reading
 from udfs.anomaly_score import NO_MODEL
+from udfs.dead_letters import payload_key, seal
 
 
 def _naive_utc(value: Any) -> dt.datetime | None:
@@ -63,6 +64,7 @@ class ScorePerEntity(KeyedProcessFunction):
 
         self._decoder = DecodeTelemetry(self.schema, self.secret_file)
         self._decoder.open(None)
+        self._aes = payload_key(self._decoder._secret)
         self._validator = None
         if self.suite is not None:
             from udfs.validate_features import SuiteValidator
@@ -88,8 +90,8 @@ class ScorePerEntity(KeyedProcessFunction):
         self._dead.inc()
         values = {"reason": reason, "stage": reason.split(":", 1)[0], "source_topic": self.source_topic,
                   "source_partition": row["kafka_partition"], "source_offset": row["kafka_offset"],
-                  "source_timestamp": row["kafka_timestamp"], "record_key": row["record_key"],
-                  "payload": row["payload"], "model_version": model_version}
+                  "source_timestamp": row["kafka_timestamp"], "model_version": model_version,
+                  **seal(self._decoder._secret, row["record_key"], row["payload"], aes_key=self._aes)}
         return self.dlq_tag, Row(*[values[n] for n in self.outputs.dead_letters.names])
 
     def process_element(self, row: Any, ctx: KeyedProcessFunction.Context):

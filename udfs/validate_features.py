@@ -116,10 +116,12 @@ def build_telemetry_suite() -> dict[str, Any]:
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    from connectors.avro_serde import label_values, load_schema, physical_ranges
+    from connectors.avro_serde import label_values, load_schema, physical_ranges, plausible_times
 
     schema = load_schema(TELEMETRY_SUITE_NAME)
     expectations: list[Any] = []
+    for column, (first, last) in plausible_times(schema).items():
+        expectations.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=first, max_value=last))
     for column, (low, high) in physical_ranges(schema).items():
         expectations.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
         expectations.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=low, max_value=high))
@@ -162,10 +164,19 @@ def _parse(suite: dict[str, Any]) -> tuple[Any, list[Any]]:
         if unknown:
             raise ValueError(f"{where}: unsupported argument(s) {sorted(unknown)}")
         if kind == "expect_column_values_to_be_between":
+            bounds = [v for v in (exp.min_value, exp.max_value) if v is not None]
+            times = all(_is_time(v) for v in bounds)
             for bound in ("min_value", "max_value"):
                 value = getattr(exp, bound)
-                if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                    raise ValueError(f"{where}: {bound} must be a number, got {value!r}")
+                if value is None:
+                    continue
+                if times:
+                    try:
+                        _time_bound(value)
+                    except ValueError:
+                        raise ValueError(f"{where}: {bound} must be a number or an ISO time, got {value!r}") from None
+                elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"{where}: {bound} must be a number or an ISO time, got {value!r}")
             if exp.min_value is None and exp.max_value is None:
                 raise ValueError(f"{where}: min_value and max_value cannot both be None")
             if exp.min_value is not None and exp.max_value is not None and exp.min_value > exp.max_value:
@@ -196,6 +207,31 @@ def _as_float64(column: pd.Series, where: str) -> np.ndarray:
             return column.where(column.notna(), np.nan).astype(np.float64).to_numpy()
     raise TypeError(f"{where}: column of dtype {column.dtype} holds non-numeric values; "
                     "min_value and max_value are numbers")
+
+
+def _is_time(value: Any) -> bool:
+    """A bound that is a time: an ISO string in the suite file, a datetime once GX has parsed it."""
+    import datetime as dt
+
+    return isinstance(value, (str, dt.date))
+
+
+def _time_bound(value: Any) -> np.datetime64:
+    import datetime as dt
+
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:  # times are naive UTC everywhere here
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return np.datetime64(value, "ms")
+
+
+def _as_datetime64(column: pd.Series, where: str) -> np.ndarray:
+    """The column as datetime64 (any unit, NaT for nulls); TypeError when it holds no times."""
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        return column.to_numpy()
+    if column.dtype == object and pd.api.types.infer_dtype(column, skipna=True) in ("datetime", "datetime64", "empty"):
+        return np.array([np.datetime64(v, "ms") if v is not None and not pd.isna(v) else np.datetime64("NaT", "ms")
+                         for v in column], dtype="datetime64[ms]")
+    raise TypeError(f"{where}: column of dtype {column.dtype} holds no times; min_value and max_value are times")
 
 
 def _per_distinct_string(s: pd.Series, passes: Callable[[pd.Series], np.ndarray]) -> np.ndarray | None:
@@ -231,6 +267,20 @@ def _compile(expectation: Any) -> Mask:
     if kind == "expect_column_values_to_be_between":
         low, high = expectation.min_value, expectation.max_value
         strict_min, strict_max = bool(expectation.strict_min), bool(expectation.strict_max)
+        if _is_time(low) or _is_time(high):
+            first = _time_bound(low) if low is not None else None
+            last = _time_bound(high) if high is not None else None
+
+            def between_times(s: pd.Series) -> np.ndarray:
+                x = _as_datetime64(s, where)
+                inside = np.ones(len(x), dtype=bool)
+                if first is not None:
+                    inside &= (x > first) if strict_min else (x >= first)
+                if last is not None:
+                    inside &= (x < last) if strict_max else (x <= last)
+                return ~inside & ~np.isnat(x)  # nulls are never unexpected here
+
+            return between_times
 
         def between(s: pd.Series) -> np.ndarray:
             x = _as_float64(s, where)

@@ -23,12 +23,33 @@ from pyflink.table.expressions import call_sql, col, lit
 from connectors import schema_store
 from connectors.avro_serde import SCHEMA_HEADER, schema_id
 from connectors.errors import SchemaError
+from connectors.flink_kafka import StartPosition
 from connectors.kafka_io import DEFAULT_PARTITIONS, check_broker, create_topic
 from connectors.model_registry import ModelRef, ModelRegistry, compatible
 from connectors.records import Outputs, outputs
 from udfs.anomaly_score import NO_MODEL, REFRESH_SECONDS
-from vigil.commands import Options, option
+from vigil.commands import Options, OptionsError, option, partition_offsets
 from vigil.settings import S3Settings, VigilSettings
+
+
+def _iso_millis(text: str) -> str:
+    import datetime as dt
+
+    try:
+        dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 time such as 2026-01-01T00:00:00Z, got {text!r}") from None
+    return text
+
+
+def millis(text: str | None) -> int | None:
+    """Epoch milliseconds of an ISO 8601 time (naive = UTC)."""
+    import datetime as dt
+
+    if text is None:
+        return None
+    parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)).timestamp() * 1000)
 
 
 class ScoreOptions(Options):
@@ -48,7 +69,18 @@ class ScoreOptions(Options):
                                       show_default="the suite named after the topic's schema, if any")
     validation_engine: Literal["compiled", "gx"] = option(
         "compiled", "compiled: the suite as vectorized masks; gx: Great Expectations itself (slow, the reference)")
-    group_id: str | None = option(None, "Kafka consumer group", show_default="vigil-<job>")
+    group_id: str | None = option(None, "Kafka consumer group: a resubmitted job with the same group goes on "
+                                        "where its committed output ended", show_default="vigil-<job>")
+    from_earliest: bool = option(False, "backfill: read the topic from its earliest offset, not from the group's "
+                                        "committed offsets (use other output topics and group)")
+    from_timestamp: str | None = option(None, "backfill: start at the first record of this time (ISO 8601)",
+                                        parse=_iso_millis)
+    from_offsets: dict[int, int] | None = option(None, "start at these offsets", parse=partition_offsets,
+                                                 metavar="P:OFF,...")
+    from_savepoint: str | None = option(None, "resume from this savepoint or retained checkpoint (its offsets and "
+                                              "state); see python -m stack cluster upgrade")
+    until: str | None = option(None, "stop at the first record of this time (ISO 8601): a backfill of a range",
+                               parse=_iso_millis)
     bounded: bool = option(False, "stop at the offsets that were latest when the job started")
     parallelism: int = option(1, "parallelism of the job", ge=1)
     checkpoint_interval: str | None = option(None, "checkpoint interval; the Kafka sinks commit on checkpoints",
@@ -71,6 +103,9 @@ class ScoringPlan:
     topics: dict[str, str]  # scored / alerts / dlq -> topic
     bootstrap_servers: str
     group_id: str
+    start: StartPosition
+    savepoint: str | None
+    until_ms: int | None
     bounded: bool
     parallelism: int
     checkpoint_interval: str | None
@@ -157,6 +192,14 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
     why = compatible(manifest, manifest["features"]["names"], schema_id(schema))
     if why:
         raise SchemaError(f"model {manifest['version']} cannot score topic {options.input_topic!r}: {why}")
+    chosen = [f for f in ("from_earliest", "from_timestamp", "from_offsets", "from_savepoint") if getattr(options, f)]
+    if len(chosen) > 1:
+        raise OptionsError(f"{' and '.join('--' + c.replace('_', '-') for c in chosen)} each choose where to "
+                           f"start: give one")
+    start = (StartPosition("earliest") if options.from_earliest
+             else StartPosition("timestamp", timestamp_ms=millis(options.from_timestamp)) if options.from_timestamp
+             else StartPosition("offsets", offsets=options.from_offsets) if options.from_offsets
+             else StartPosition())
     base = f"{options.input_topic}{topic_infix}"
     topics = {"scored": options.scored_topic or f"{base}.scored",
               "alerts": options.alerts_topic or f"{base}.alerts",
@@ -164,7 +207,8 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
     tier_uri = settings.tier_uri if tier else None
     return ScoringPlan(
         job=job, input_topic=options.input_topic, topics=topics, bootstrap_servers=settings.bootstrap_servers,
-        group_id=options.group_id or f"vigil-{job}", bounded=options.bounded, parallelism=options.parallelism,
+        group_id=options.group_id or f"vigil-{job}", start=start, savepoint=options.from_savepoint,
+        until_ms=millis(options.until), bounded=options.bounded, parallelism=options.parallelism,
         checkpoint_interval=options.checkpoint_interval, schema=schema, outputs=contracts, manifest=manifest,
         suite=suite, model_store=settings.model_store, model_ref=str(model_ref(options)),
         model_refresh_seconds=options.model_refresh_seconds, validation_engine=options.validation_engine,
@@ -187,6 +231,7 @@ RAW_COLUMNS = ("record_key", "payload", "kafka_partition", "kafka_offset", "kafk
 def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
     """Declare decoding, validation, scoring and routing on a raw Kafka table (module docstring)."""
     from udfs.anomaly_score import anomaly_udf
+    from udfs.dead_letters import SEALED_TYPE, seal_udf
     from udfs.preprocess import decode_udf, output_columns
 
     out = plan.outputs
@@ -225,14 +270,20 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
 
     scored = out.scored.project(with_derived(scored_all.where(col("dlq_reason").is_null), out))
     alerts = out.alerts.project(per_reading_alerts(scored.where(col("is_anomaly")), out))
-    dead_letters = out.dead_letters.project(scored_all.where(col("dlq_reason").is_not_null).select(
+    # Only dead letters reach this Python call (the filter runs first, in Java): sealing costs nothing
+    # on the scored path.
+    # (The planner cannot read the fields of a Python result in the projection that computes it when
+    # that projection also has a filter below it: a boundary separates the two.)
+    sealed = computed_once(scored_all.where(col("dlq_reason").is_not_null).select(
         col("dlq_reason").alias("reason"),
         call_sql("SPLIT_INDEX(dlq_reason, ':', 0)").alias("stage"),
         lit(plan.input_topic).alias("source_topic"),
         col("kafka_partition").alias("source_partition"), col("kafka_offset").alias("source_offset"),
-        col("kafka_timestamp").alias("source_timestamp"),
-        col("record_key"), col("payload"), col("model_version"),
+        col("kafka_timestamp").alias("source_timestamp"), col("model_version"),
+        seal_udf(plan.secret_file)(col("record_key"), col("payload")).alias("sealed"),
     ))
+    dead_letters = out.dead_letters.project(
+        sealed.add_columns(*[col("sealed").get(f.name).alias(f.name) for f in SEALED_TYPE.fields]))
     return ScoredTables(scored, alerts, dead_letters)
 
 

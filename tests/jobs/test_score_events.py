@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import datetime as dt
 import json
 import random
 from pathlib import Path
@@ -16,6 +18,7 @@ from connectors.kafka_io import read_all
 from jobs import score_events, simulation
 from connectors.records import outputs
 from tests.contract import read_checked
+from udfs.dead_letters import PREFIX_BYTES, open_payload
 from udfs.preprocess import pseudonym
 
 from tests.trained_model import REF
@@ -53,8 +56,12 @@ def produce_with_bad_records(bootstrap: str, topic: str, good: int) -> dict[int,
         ("impossible_value", serialize(inf_event), header),
         ("validation_failed", serialize(hot_event), header),                                    # out of range
         ("validation_failed", serialize(bad_label), header),                                    # not an allowed value
+        ("validation_failed", serialize({**events[6], "event_time": dt.datetime(3000, 1, 1, tzinfo=dt.timezone.utc)}),
+         header),                                                                                # year 3000
+        ("undecodable", valid + rng.randbytes(900_000), header),    # 900 KB
     ]
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 0})
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 0,
+                         "message.max.bytes": 1_000_000})
     expected: dict[int, tuple[str, bytes]] = {}
     slots = sorted(rng.sample(range(len(events) + len(bad)), len(bad)))
     stream, b, e = [], iter(bad), iter(events)
@@ -69,7 +76,7 @@ def produce_with_bad_records(bootstrap: str, topic: str, good: int) -> dict[int,
     for key, payload, headers, reason in stream:
         producer.produce(topic, key=key.encode(), value=payload, headers=headers)
         if reason:
-            expected[hash(payload)] = (reason, payload)
+            expected[hashlib.sha256(payload).hexdigest()] = (reason, payload)
     assert producer.flush(30) == 0
     return expected
 
@@ -120,10 +127,12 @@ def test_bad_records_reach_the_dlq_with_reason_offset_and_original_bytes(scored_
     topic, _, expected_bad, _, _ = scored_run
     dlq = [json.loads(m.value()) for m in read_all(kafka_bootstrap, f"{topic}.dlq")]
     assert len(dlq) == len(expected_bad)
+    secret = b"test-secret"
     for record in dlq:
-        payload = base64.b64decode(record["payload"])
-        reason, original = expected_bad[hash(payload)]
-        assert payload == original
+        payload = open_payload(secret, base64.b64decode(record["payload"]))  # sealed: only the secret opens it
+        reason, original = expected_bad[record["payload_sha256"]]
+        assert payload == original[:PREFIX_BYTES] and record["payload_bytes"] == len(original)
+        assert record["payload_truncated"] == (len(original) > PREFIX_BYTES)
         assert record["reason"].startswith(reason), record["reason"]
         assert record["stage"] == reason
         assert record["source_topic"] == topic and record["source_offset"] >= 0

@@ -7,6 +7,9 @@ same dead-letter reasons in both jobs.
 """
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import io
 import math
 import os
 
@@ -21,6 +24,7 @@ from jobs.core.scoring import ScoreOptions, assemble, load_suite
 from tests.jobs.raw_records import RawRecord, collect, encoded, raw_table
 from tests.trained_model import REF
 from udfs.alert_rules import KInWindow
+from udfs.dead_letters import PREFIX_BYTES, open_payload
 from udfs.preprocess import pseudonym
 from vigil.settings import VigilSettings
 
@@ -66,11 +70,28 @@ def records():
         ("impossible_value", serialize({**template, "engine_rpm": math.inf}), header),
         ("validation_failed", serialize({**template, "speed_kmh": 900.0}), header),
         ("undecodable", None, header),
+        # a valid record a thousand years ahead: the suite's plausibility window routes it, nothing crashes
+        ("validation_failed", serialize({**template, "event_time": dt.datetime(3000, 1, 1, tzinfo=dt.timezone.utc)}),
+         header),
+        ("impossible_value", beyond_sql_timestamps(template), header),
+        # a 900 KB payload: its dead letter keeps a sealed prefix, the size and the digest
+        ("undecodable", valid + os.urandom(900_000), header),
     ]
     offset = len(raw)
     for i, (_, payload, headers) in enumerate(hostile):
         raw.append(RawRecord(b"VIN-BAD", payload, 0, 1000 + i, headers=headers))
     return raw, [stage for stage, _, _ in hostile], good + burst, offset
+
+
+def beyond_sql_timestamps(record: dict) -> bytes:
+    """A record whose event time (a raw Avro long) lies past the year 9999."""
+    import fastavro
+
+    schema = load_schema()
+    raw = {**schema, "fields": [{**f, "type": "long"} if f["name"] == "event_time" else f for f in schema["fields"]]}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(raw), {**record, "event_time": 2**62})
+    return buf.getvalue()
 
 
 def _check(outputs, plan, records, trained_model):
@@ -88,9 +109,18 @@ def _check(outputs, plan, records, trained_model):
     by_offset = {r["source_offset"]: r for r in dlq}
     for i, stage in enumerate(stages):
         letter = by_offset[1000 + i]
+        original = raw[n_good + i].value
         assert letter["stage"] == stage and letter["reason"].startswith(stage)
         assert letter["source_topic"] == "raw.telemetry"
-        assert letter["payload"] == raw[n_good + i].value
+        assert letter["key_pseudonym"] == pseudonym(SECRET.encode(), "VIN-BAD")
+        if original is None:
+            assert letter["payload"] is None and letter["payload_bytes"] is None
+            continue
+        kept = open_payload(SECRET.encode(), bytes(letter["payload"]))
+        assert kept == original[:PREFIX_BYTES] and letter["payload_bytes"] == len(original)
+        assert letter["payload_sha256"] == hashlib.sha256(original).hexdigest()
+        assert letter["payload_truncated"] == (len(original) > PREFIX_BYTES)
+        assert bytes(letter["payload"]) != kept  # never in the clear
     # the scores the model gives in plain Python, pseudonyms with the secret, no raw id anywhere
     from udfs.anomaly_score import AnomalyScore
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from connectors.avro_serde import feature_columns, load_schema
+from connectors.avro_serde import feature_columns, load_schema, plausible_times
 from jobs.simulation import FAILURE_MODES, PHYSICAL_RANGES
 from udfs.validate_features import (
     SUITES_DIR,
@@ -60,6 +60,13 @@ def varied_frame(seed: int, rows: int = 1500) -> pd.DataFrame:
     labels = np.array(GOOD_LABELS + BAD_LABELS + [np.nan], dtype=object)
     weights = np.r_[np.ones(len(FAILURE_MODES)), 20.0, np.ones(len(BAD_LABELS) + 1)]
     data["failure_label"] = rng.choice(labels, rows, p=weights / weights.sum())
+    # event times: plausible ones, the bounds exactly, a millisecond past them, far past (year 3000), NaT
+    base = np.datetime64("2026-01-01T00:00:00", "ms") + rng.integers(0, 10**9, rows).astype("timedelta64[ms]")
+    special_times = np.array(["2000-01-01T00:00:00", "2100-01-01T00:00:00", "1999-12-31T23:59:59.999",
+                              "2100-01-01T00:00:00.001", "3000-01-01T00:00:00", "NaT"], dtype="datetime64[ms]")
+    hit = rng.random(rows) < 0.08
+    base[hit] = rng.choice(special_times, hit.sum())
+    data["event_time"] = base
     frame = pd.DataFrame(data, index=rng.permutation(rows) * 3 + 100)
     frame.loc[frame.index[:5], "speed_kmh"] = None  # None in a float column: stored as NaN
     return frame
@@ -86,13 +93,14 @@ def test_suite_file_is_a_valid_gx_suite_that_round_trips(suite):
 def test_suite_ranges_equal_the_simulators_physical_ranges(suite):
     ranges = {e["kwargs"]["column"]: (e["kwargs"]["min_value"], e["kwargs"]["max_value"])
               for e in suite["expectations"] if e["type"] == BETWEEN}
+    assert ranges.pop("event_time") == plausible_times(load_schema())["event_time"]
     assert ranges == PHYSICAL_RANGES
     assert list(ranges) == feature_columns(load_schema())  # every feature of the Avro schema, in order
     not_null = [e["kwargs"]["column"] for e in suite["expectations"] if e["type"] == NOT_NULL]
     assert not_null == [*PHYSICAL_RANGES, "firmware_version"]
     in_set = [e["kwargs"] for e in suite["expectations"] if e["type"] == "expect_column_values_to_be_in_set"]
     assert in_set == [{"column": "failure_label", "value_set": list(FAILURE_MODES)}]
-    assert TELEMETRY_COLUMNS == [*PHYSICAL_RANGES, "firmware_version", "failure_label"]
+    assert TELEMETRY_COLUMNS == ["event_time", *PHYSICAL_RANGES, "firmware_version", "failure_label"]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
@@ -250,8 +258,9 @@ def test_udf_gives_what_the_validator_gives(udfs, engines):
 
 
 def test_nan_inf_and_null_give_defined_results_not_crashes(udfs):
-    cols = [pd.Series([np.mean(PHYSICAL_RANGES[c])] * 6) for c in PHYSICAL_RANGES]
-    cols[3] = pd.Series([1.0, np.nan, np.inf, -np.inf, None, 2.0], dtype="float64")  # coolant_temp_c
+    cols = [pd.Series(np.full(6, np.datetime64("2026-01-01T00:00:00", "ms")))]  # event_time
+    cols += [pd.Series([np.mean(PHYSICAL_RANGES[c])] * 6) for c in PHYSICAL_RANGES]
+    cols[4] = pd.Series([1.0, np.nan, np.inf, -np.inf, None, 2.0], dtype="float64")  # coolant_temp_c
     cols += [pd.Series(["3.2.1", "3.2.1", None, "3.2.1", "3.2.1", "3.2.1"], dtype=object),
              pd.Series([None, np.nan, "tire_leak", "x", None, None], dtype=object)]
     for fn in udfs:
@@ -268,7 +277,7 @@ def test_nan_inf_and_null_give_defined_results_not_crashes(udfs):
 def test_empty_batch(udfs):
     for fn in udfs:
         fn.open(None)
-        out = fn.eval(*[pd.Series([], dtype="float64") for _ in PHYSICAL_RANGES],
+        out = fn.eval(pd.Series([], dtype="datetime64[ms]"), *[pd.Series([], dtype="float64") for _ in PHYSICAL_RANGES],
                       pd.Series([], dtype=object), pd.Series([], dtype=object))
         assert len(out) == 0 and out.dtype == object
 
@@ -282,7 +291,7 @@ def test_udf_misuse_is_named(suite):
     with pytest.raises(RuntimeError, match="before open"):
         fn.eval(pd.Series([1.0]))
     fn.open(None)
-    with pytest.raises(ValueError, match="expects 19 columns"):
+    with pytest.raises(ValueError, match="expects 20 columns"):
         fn.eval(pd.Series([1.0]))
 
 
@@ -296,9 +305,12 @@ def test_same_strings_in_a_minicluster_job_as_in_python(suite, engines, flink_ac
 
     frame = varied_frame(11, rows=500).reset_index(drop=True)
     numeric = list(PHYSICAL_RANGES)
-    rows = [(i, *[float(v) for v in r[:len(numeric)]], *[None if pd.isna(v) else v for v in r[len(numeric):]])
+    # event times in year 3000 too: they must reach the Python worker without overflowing pandas' ns
+    times = [None if pd.isna(t) else t.to_pydatetime() for t in frame["event_time"].astype(object)]
+    rows = [(i, times[i], *[float(v) for v in r[1:len(numeric) + 1]],
+             *[None if pd.isna(v) else v for v in r[len(numeric) + 1:]])
             for i, r in enumerate(frame[TELEMETRY_COLUMNS].itertuples(index=False))]
-    row_type = DataTypes.ROW([DataTypes.FIELD("id", DataTypes.BIGINT())]
+    row_type = DataTypes.ROW([DataTypes.FIELD("id", DataTypes.BIGINT()), DataTypes.FIELD("event_time", DataTypes.TIMESTAMP(3))]
                              + [DataTypes.FIELD(c, DataTypes.DOUBLE()) for c in numeric]
                              + [DataTypes.FIELD(c, DataTypes.STRING()) for c in ("firmware_version", "failure_label")])
     expected = dict(enumerate(engines["compiled"].failures(frame).tolist()))
