@@ -35,7 +35,18 @@ $(VIGIL_HOME)/.mosquitto:
 	fi
 	@mkdir -p $(VIGIL_HOME) && touch $@
 
-setup: $(VIGIL_HOME)/.stack-ready $(VIGIL_HOME)/.mosquitto
+# Chromium (headless, for the dashboard's browser tests and its screenshot) comes from Debian's
+# packages, like Mosquitto: root or sudo needed once. chromium-driver serves the live-update test.
+$(VIGIL_HOME)/.chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "installing chromium and chromium-driver (Debian packages) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
+	    || { echo "error: could not install chromium; install it with: sudo apt-get install chromium chromium-driver" >&2; exit 1; }; \
+	fi
+	@mkdir -p $(VIGIL_HOME) && touch $@
+
+setup: $(VIGIL_HOME)/.stack-ready $(VIGIL_HOME)/.mosquitto $(VIGIL_HOME)/.chromium
 
 up: setup
 	$(PY) -m stack up kafka s3 mosquitto
@@ -73,3 +84,16 @@ lock:
 	( echo "# Exact package set for Python 3.11 (pip freeze of a fresh install of pyproject.toml + [test])."; \
 	  echo "# Regenerate: make lock"; \
 	  /tmp/vigil-lock/bin/pip freeze --exclude-editable | grep -v '^vigil' ) > requirements.lock
+
+# Prometheus (the local metrics server, `python -m stack up prometheus`) comes from Debian's
+# package, like Mosquitto: root or sudo needed once. The extra prerequisite adds it to `setup`.
+$(VIGIL_HOME)/.prometheus:
+	@if ! command -v prometheus >/dev/null && ! test -x /usr/bin/prometheus; then \
+	  echo "installing prometheus (Debian package) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+	    || { echo "error: could not install prometheus; install it with: sudo apt-get install prometheus" >&2; exit 1; }; \
+	fi
+	@mkdir -p $(VIGIL_HOME) && touch $@
+
+setup: $(VIGIL_HOME)/.prometheus

@@ -10,16 +10,30 @@ The file's columns are given roles, by option or by name and content:
   numeric column so named counts as epoch seconds, millis, micros or nanos (told apart by magnitude).
   Naive times are taken as UTC. It becomes a ``long`` / ``timestamp-millis`` field and the Kafka
   record timestamp.
-* **entity** (optional): ``--entity-column``, else a column named like id, machine, device, vehicle,
-  unit, asset, sensor_id (``machineID``, ``unit_number``...). It becomes a string field and the Kafka
-  key, so each entity's rows keep their file order within one partition. Without one, every row gets
-  the constant ``--entity-id`` (default: the file stem) in a field named ``entity_id``.
+* **entity** (optional): ``--entity-column``, else the column whose name reads most like a machine
+  id. Names are compared by their words, case-insensitively (``hostID`` = ``host_id``), in three ranks;
+  the best rank wins, then the first in file order: (1) ``id``, ``vin``, or a machine noun with an id
+  suffix (``vehicle_id``, ``truck_id``, ``machineID``, ``unit_number``, ``sensor_id``; suffixes id, no, nr,
+  num, number, name, key); (2) a machine noun alone: machine, device, vehicle, unit, asset, equipment,
+  engine, car, truck, pump, line, host, node; (3) any other ``<x>_id`` / ``<x>ID`` (``customer_id``). So
+  ``vehicle_id`` or ``id`` beats ``customer_id``, and ``machine_id`` beats ``line``. Other columns whose
+  names look like ids are not features (``--columns`` keeps them). The entity becomes a string field and
+  the Kafka key, so each entity's rows keep their file order within one partition. Without one, every
+  row gets the constant ``--entity-id`` (default: the file stem) in a field named ``entity_id``.
 * **label** (optional): ``--label-column``, else a column named like label, anomaly, failure, fault,
   target, class (``is_anomaly``, ``failure_type``, ``machine_failure``...). Kept as text, except that
   values meaning "normal" (``--normal-labels``, default 0, false, normal, ok, none, no; case-insensitive)
   become null: Vigil's convention is that a null label is a normal reading, anything else a failure.
 * **features**: every other numeric (or boolean) column, in file order, as nullable doubles (gaps and
-  NaN become null); ``--columns`` limits them. Other columns are left out with a warning.
+  NaN become null); ``--columns`` limits them. Other columns are dropped, each with the reason.
+  CSV numbers may use thousands separators when a whole column is written one way: ``1,234.5``
+  (with ``.`` decimals), ``1.234,5`` or ``1 234,5`` (with ``,`` decimals); a file with ``,`` decimals
+  (``12,5``) and another separator is read as such. A column mixing formats (``1,234.5`` beside
+  ``1.234,5``) stays text and is dropped, with that reason.
+
+Before writing (and with ``--dry-run``) the command prints one line per role with the column chosen
+and why (``entity: car (its name)``, ``time: ts (its name; epoch milliseconds by magnitude)``,
+``label: none (no column looks like one)``), the features, and every dropped column with why.
 
 Column names are sanitised to Avro names (letters, digits, underscore; not starting with a digit);
 two columns that end up with the same name are an error. The schema (namespace ``dev.vigil.replay``,
@@ -63,8 +77,9 @@ def run(vigil: VigilSettings, settings: ReplaySettings) -> int:
     settings = dataclasses.replace(settings, bootstrap_servers=vigil.bootstrap_servers)
     try:
         source = ReplaySource.open(settings)
-        for column, why in source.plan.left_out:
-            print(f"warning: left out non-numeric column {column!r} ({why})", file=sys.stderr)
+        print(f"columns of {settings.path.name}:")
+        for line in source.role_lines():
+            print(f"  {line}")
         if settings.dry_run:
             rows = sum(len(chunk) for chunk in source.chunks())
             print(json.dumps(source.schema, indent=2))

@@ -54,6 +54,7 @@ class DemoOptions(Options):
     live_seconds: int = option(20, "wall-clock seconds of live traffic", ge=1)
     live_speed: int = option(10, "simulated seconds per wall-clock second", ge=1)
     alerts_shown: int = option(25, "live alerts printed at most", ge=0)
+    dashboard_port: int = option(8050, "port of the live dashboard (0: any free port)", ge=0, le=65535)
 
 
 def reset_topics(bootstrap: str, prefix: str) -> None:
@@ -69,7 +70,8 @@ def start_scoring(settings: VigilSettings, o: DemoOptions, tier: str, log_path: 
     """Run jobs.score_events in its own process group; returns once the job is submitted."""
     command = [sys.executable, "-m", "jobs.score_events", "--input", o.topic, "--bootstrap-servers",
                settings.bootstrap_servers, "--model-store", settings.model_store, "--tier", tier,
-               "--checkpoint-interval", "2 s", "--model-refresh-seconds", "5", "--group-id", "vigil-demo"]
+               "--checkpoint-interval", "2 s", "--model-refresh-seconds", "5", "--group-id", "vigil-demo",
+               "--from-earliest"]  # every demo run tells the story from the start (its topics were reset)
     log = open(log_path, "w")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True)
     deadline = time.monotonic() + 180
@@ -84,6 +86,45 @@ def start_scoring(settings: VigilSettings, o: DemoOptions, tier: str, log_path: 
         time.sleep(0.5)
     stop(proc)
     raise RuntimeError(f"the scoring job was not submitted within 180 s; see {log_path}")
+
+
+def start_dashboard(settings: VigilSettings, o: DemoOptions, folder: Path) -> str | None:
+    """The live dashboard of the demo's topic, in its own process (it outlives the demo; `make down`
+    stops it); returns its URL, or None when it could not start (the demo goes on without it)."""
+    stop_dashboard(settings)
+    command = [sys.executable, "-m", "jobs.dashboard", "--input", o.topic, "--port", str(o.dashboard_port),
+               "--bootstrap-servers", settings.bootstrap_servers, "--model-store", settings.model_store]
+    log = folder / "dashboard.log"
+    proc = subprocess.Popen(command, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        if "dashboard: http" in text:
+            dashboard_pid(settings).write_text(str(proc.pid))
+            return text.split("dashboard: ", 1)[1].split()[0]
+        if proc.poll() is not None:
+            print(f"  (the dashboard did not start: {text.strip().splitlines()[-1] if text.strip() else proc.returncode})")
+            return None
+        time.sleep(0.3)
+    stop(proc)
+    return None
+
+
+def dashboard_pid(settings: VigilSettings) -> Path:
+    return settings.home / "demo" / "dashboard.pid"
+
+
+def stop_dashboard(settings: VigilSettings) -> bool:
+    """Stop the demo's dashboard if one runs (`python -m stack down` calls this too)."""
+    try:
+        pid = int(dashboard_pid(settings).read_text())
+        os.killpg(pid, signal.SIGTERM)
+        stopped = True
+    except (OSError, ValueError):
+        stopped = False
+    dashboard_pid(settings).unlink(missing_ok=True)
+    return stopped
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -210,8 +251,12 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
     demo_dir = settings.home / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     check_broker(bootstrap)
+    stop_dashboard(settings)  # it would count the old topics' records twice
     reset_topics(bootstrap, o.topic)
     shutil.rmtree(tier.removeprefix("file://"), ignore_errors=True)
+    url = start_dashboard(settings, o, demo_dir)
+    if url:
+        print(f"live dashboard: {url}  (open it now: it updates while the demo runs)", flush=True)
 
     banner(f"1/5 simulate the fleet's history into Kafka topic {o.topic}")
     from connectors import schema_store
@@ -266,6 +311,8 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
     summarise(bootstrap, o.topic, tier, manifest, produced, live_from)
     print(f"\n  model report (loss curves, error histogram): {settings.model_store.removeprefix('file://')}/"
           f"{manifest['model_name']}/artifacts/{manifest['artifact']}/report.png")
+    if url:
+        print(f"  live dashboard: {url} (keeps running; `make down` stops it)")
     print("  services keep running; stop them with `make down`")
     return 0
 

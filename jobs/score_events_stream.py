@@ -16,12 +16,10 @@ is the high-throughput path.
 from __future__ import annotations
 
 import sys
-import time
 
-from connectors import flink_kafka
 from connectors.errors import ConnectorError
-from jobs.core import scoring, scoring_stream, sinks
-from jobs.core.flink_env import checkpointing, detached, recovery
+from jobs.core import scoring, scoring_stream
+from jobs.core.execute import execute
 from stack import flink_home
 from udfs.alert_rules import KInWindow
 from vigil.commands import command, option
@@ -41,29 +39,8 @@ class StreamScoreOptions(scoring.ScoreOptions):
 def run(settings: VigilSettings, options: StreamScoreOptions) -> int:
     rule = KInWindow(options.alert_count, options.alert_window)
     plan = scoring.plan(settings, options, job=JOB, topic_infix=".stream", tier=False)
-    flink_home.activate(settings)
-    from jobs.core.flink_env import stream_table_environment
-
-    env, t_env = stream_table_environment(parallelism__default=plan.parallelism,
-                                          pipeline__name=f"vigil-{JOB}:{plan.input_topic}",
-                                          **checkpointing(plan), **recovery(plan))
-    raw = t_env.from_descriptor(flink_kafka.raw_source(plan.input_topic, plan.bootstrap_servers,
-                                                       group_id=plan.group_id, bounded=plan.bounded,
-                                                       start=plan.start, until_ms=plan.until_ms))
-    statements = t_env.create_statement_set()
-    sinks.attach(statements, scoring_stream.build(raw, plan, rule), plan)
-    started = time.monotonic()
-    result = statements.execute()
-    job_id = result.get_job_client().get_job_id()
-    print(f"submitted job {job_id}: {plan.input_topic} -> {', '.join(plan.topics.values())} "
-          f"(model {plan.manifest['version']}, alert on {rule.count} anomalies in {rule.window_seconds:g}s)",
-          flush=True)
-    if detached(t_env):  # flink run -d: the job runs on in the cluster, the client is done
-        return 0
-    result.wait()
-    if plan.bounded:
-        print(f"job {job_id} finished in {time.monotonic() - started:.1f}s", flush=True)
-    return 0
+    return execute(settings, plan, lambda raw: scoring_stream.build(raw, plan, rule),
+                   f"model {plan.manifest['version']}, alert on {rule.count} anomalies in {rule.window_seconds:g}s")
 
 
 COMMAND = command(JOB, __doc__, run, options=StreamScoreOptions, settings_flags=scoring.SCORE_SETTINGS_FLAGS,

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
 import shlex
 import shutil
 import subprocess
@@ -80,6 +82,14 @@ class DownOptions(Options):
 
 
 def down(settings: VigilSettings, options: DownOptions) -> int:
+    pid_file = settings.home / "demo" / "dashboard.pid"  # the demo's dashboard (jobs/run_demo.py)
+    if pid_file.exists():
+        try:
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+            print("dashboard: stopped")
+        except (OSError, ValueError):
+            pass
+        pid_file.unlink(missing_ok=True)
     if LocalFlinkCluster(settings).stop():
         print("flink cluster: stopped")
     for name, cls in SERVICES.items():

@@ -159,4 +159,20 @@ def activate(settings: VigilSettings) -> None:
     if "PYFLINK_GATEWAY_PORT" in os.environ:
         return
     build(settings)  # cheap when up to date; re-renders conf for the current settings
-    os.environ.update(environment(settings))
+    env = environment(settings)
+    # The embedded mini-cluster loads metric reporters from the JVM's classpath only (PyFlink's
+    # PerJobMiniClusterFactory gives it no plugin manager), so the Prometheus reporter that
+    # config.local.yaml names must be on the PyFlink gateway's classpath, to which PyFlink's
+    # launcher appends HADOOP_CLASSPATH. Only here: the standalone cluster's daemons take
+    # environment() as it is and load the reporter from plugins/, as Flink intends.
+    env["HADOOP_CLASSPATH"] = os.pathsep.join([env["HADOOP_CLASSPATH"], *map(str, reporter_jars(settings))])
+    os.environ.update(env)
+
+
+def reporter_jars(settings: VigilSettings) -> list[Path]:
+    """The Flink home's Prometheus reporter plugin jars (plugins/metrics-prometheus, from the wheel)."""
+    jars = sorted((settings.flink_home / "plugins" / "metrics-prometheus").glob("flink-metrics-prometheus-*.jar"))
+    if not jars:
+        raise FlinkHomeError(f"{settings.flink_home / 'plugins' / 'metrics-prometheus'} has no "
+                             "flink-metrics-prometheus jar; rebuild the Flink home with `python -m stack setup`")
+    return jars

@@ -1,4 +1,4 @@
-"""Start, probe and stop the local services: Kafka (KRaft), s3proxy and Mosquitto.
+"""Start, probe and stop the local services: Kafka (KRaft), s3proxy, Mosquitto and Prometheus.
 
 Each service is a real server process started from the jars/binaries the project installed.
 ``start()`` is idempotent: a healthy running instance is reused; otherwise the process is started
@@ -9,6 +9,7 @@ under ``<home>/<service>/``.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import yaml
+
+from stack.flink_home import render_config
 from vigil.settings import SettingsError, VigilSettings, write_secret_file
 
 
@@ -394,4 +398,91 @@ class Mosquitto(Service):
         return port_open(self.settings.host, self.settings.mqtt.port)
 
 
-SERVICES: dict[str, type[Service]] = {"kafka": KafkaBroker, "s3": S3Server, "mosquitto": Mosquitto}
+def parse_ports(spec: str) -> list[int]:
+    """The ports of a Flink port setting: ``9250``, ``9250-9260``, ``9250,9252-9254``."""
+    ports: list[int] = []
+    for part in str(spec).split(","):
+        low, _, high = part.strip().partition("-")
+        ports += range(int(low), int(high or low) + 1)
+    return ports
+
+
+class Prometheus(Service):
+    """The Prometheus server from Debian's package, on loopback, scraping the local Flink JVMs.
+
+    Its targets are every port of the Prometheus reporter's range in the local Flink config
+    (flink-conf/config.local.yaml): the embedded mini-cluster and the standalone cluster each take
+    the first free port of that range, so a target that is down is simply a JVM not running now.
+    Config in ``<home>/prometheus/prometheus.yml``, data in ``<home>/prometheus/data``.
+    """
+
+    name = "prometheus"
+    startup_timeout_s = 30.0
+    scrape_interval = "5s"  # as the compose cluster's docker/prometheus.yml
+    retention = "7d"
+
+    def __init__(self, settings: VigilSettings) -> None:
+        super().__init__(settings)
+        self.port = settings.prometheus.port  # VIGIL_PROMETHEUS_PORT
+        self.config_path = self.dir / "prometheus.yml"
+
+    @property
+    def address(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port]
+
+    def flink_targets(self) -> list[str]:
+        """``host:port`` of every port the local Flink JVMs' Prometheus reporter may listen on."""
+        prom = render_config(self.settings, profile="local").get("metrics", {}).get("reporter", {}).get("prom", {})
+        if "port" not in prom:
+            raise ServiceError("flink-conf/config.local.yaml configures no Prometheus reporter port "
+                               "(metrics.reporter.prom.port); Prometheus would have nothing to scrape")
+        return [f"{self.settings.host}:{port}" for port in parse_ports(prom["port"])]
+
+    def render(self) -> dict:
+        return {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": "15s"},
+            "scrape_configs": [{
+                "job_name": "flink-local",
+                "static_configs": [{"targets": self.flink_targets()}],
+            }],
+        }
+
+    def prepare(self) -> None:
+        (self.dir / "data").mkdir(exist_ok=True)
+        self.config_path.write_text("# written by stack/services.py (Prometheus); edit flink-conf/config.local.yaml "
+                                    "or the service, not this file\n"
+                                    + yaml.safe_dump(self.render(), sort_keys=False))
+
+    def command(self) -> list[str]:
+        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        if not Path(binary).exists():
+            raise ServiceError("prometheus is not installed; run `make setup` (apt-get install prometheus)")
+        return [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--storage.tsdb.retention.time={self.retention}",
+                f"--web.listen-address={self.settings.host}:{self.port}"]
+
+    def probe(self) -> bool:
+        """Ready (``/-/ready``) and ours: a Prometheus started with this service's config file.
+
+        Debian's package also starts a system-wide Prometheus on 9090 where systemd runs; that one
+        answers ``/-/ready`` too, but scrapes other targets, so it must not count as this service.
+        """
+        if not port_open(self.settings.host, self.port):
+            return False
+        try:
+            with urllib.request.urlopen(self.address + "/-/ready", timeout=2) as response:
+                if response.status != 200:
+                    return False
+            with urllib.request.urlopen(self.address + "/api/v1/status/flags", timeout=2) as response:
+                flags = json.loads(response.read())["data"]
+        except (OSError, ValueError, KeyError):
+            return False
+        return Path(flags.get("config.file", "")).resolve() == self.config_path.resolve()
+
+
+SERVICES: dict[str, type[Service]] = {"kafka": KafkaBroker, "s3": S3Server, "mosquitto": Mosquitto,
+                                      "prometheus": Prometheus}

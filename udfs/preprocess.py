@@ -61,27 +61,15 @@ class DecodeTelemetry(ScalarFunction):
         import pyarrow as pa
         from pyflink.table.types import to_arrow_type
 
-        from connectors.avro_serde import (
-            AvroDeserializer,
-            feature_columns,
-            field_type,
-            roles,
-            schema_id,
-        )
+        from connectors.avro_serde import feature_columns, field_type, roles
         from connectors.flink_kafka import physical_columns
+        from connectors.payloads import PayloadDecoder
 
-        # Timestamps are read as their raw epoch millis (the logical type dropped from the reader
-        # schema) and converted column-wise: building a datetime per record costs more than decoding it.
+        # Timestamps are read as their raw epoch millis and converted column-wise: building a
+        # datetime per record costs more than decoding it. The topic's registered format (Vigil's
+        # Avro, Confluent's wire format, JSON) is the decoder's business (connectors/payloads.py).
         self._timestamps = [f["name"] for f in self.schema["fields"] if field_type(f)[2] == "timestamp-millis"]
-
-        def raw(t: Any) -> Any:
-            return [raw(x) for x in t] if isinstance(t, list) else (t["type"] if isinstance(t, dict) else t)
-
-        reader = {**self.schema, "fields": [{**f, "type": raw(f["type"])} if f["name"] in self._timestamps else f
-                                            for f in self.schema["fields"]]}
-        self._decode = AvroDeserializer(reader)
-        self._schema_id = schema_id(self.schema)
-        self._schema_header = self._schema_id.encode()
+        self._decode = PayloadDecoder(self.schema, raw_times=True)
         role = roles(self.schema)
         self._entity = role["entity"]
         self._out = [name for name, _ in output_columns(self.schema)][:-1]
@@ -114,20 +102,11 @@ class DecodeTelemetry(ScalarFunction):
         records: list[dict[str, Any]] = []
         errors: list[str | None] = []
         headers = schema_ids if schema_ids is not None else [None] * len(payloads)
-        decode, expected = self._decode, self._schema_header
+        decode = self._decode
         for payload, header in zip(payloads, headers):
-            if payload is None:
-                records.append({})
-                errors.append("undecodable: empty payload")
-                continue
-            if header is not None and header != expected and bytes(header) != expected:
-                records.append({})
-                errors.append(f"undecodable: written with schema {bytes(header).decode(errors='replace')}, "
-                              f"this job reads {self._schema_id}")
-                continue
             try:
-                records.append(decode(bytes(payload)))
-            except ValueError as exc:  # DecodeError
+                records.append(decode(payload, header))
+            except ValueError as exc:  # DecodeError: bytes, header or format that are not this topic's
                 records.append({})
                 errors.append(f"undecodable: {exc}"[:500])
                 continue

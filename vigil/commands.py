@@ -412,3 +412,54 @@ def key_values(text: str) -> dict[str, str]:
     if any(len(p) != 2 for p in pairs):
         raise ValueError(f"expected KEY=VALUE[,KEY=VALUE], got {text!r}")
     return {k.strip(): v.strip() for k, v in pairs}
+
+
+class LazyGroup:
+    """Sub-commands named by ``"module:ATTR"`` and imported only when used (a fast ``--help``).
+
+    ``commands``: {name: (target, one-line help)}; a target is a :class:`Command`, a
+    :class:`Group` or another LazyGroup, found as ``ATTR`` of ``module``.
+    """
+
+    def __init__(self, name: str, doc: str, commands: dict[str, tuple[str, str]], *, prog: str | None = None) -> None:
+        self.name, self.doc, self.commands, self.prog = name, doc, commands, prog
+
+    def resolve(self, name: str) -> Command | Group | LazyGroup:
+        import importlib
+
+        module, _, attr = self.commands[name][0].partition(":")
+        return getattr(importlib.import_module(module), attr or "COMMAND")
+
+    def click_command(self, current: VigilSettings | None = None) -> click.Group:
+        lazy = self
+
+        class _Lazy(click.Group):
+            def list_commands(self, ctx: click.Context) -> list[str]:
+                return list(lazy.commands)
+
+            def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+                if cmd_name not in lazy.commands:
+                    return None
+                cmd = lazy.resolve(cmd_name).click_command(current)
+                cmd.name = cmd_name
+                cmd.short_help = lazy.commands[cmd_name][1]
+                return cmd
+
+            def format_commands(self, ctx: click.Context, formatter: Any) -> None:
+                rows = [(name, help_) for name, (_, help_) in lazy.commands.items()]
+                with formatter.section("Commands"):
+                    formatter.write_dl(rows)
+
+        return _Lazy(self.name, help=_click_doc(self.doc),
+                     context_settings={"max_content_width": 110, "help_option_names": ["-h", "--help"]})
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        errors: tuple[type[BaseException], ...] = ()
+        if argv and argv[0] in self.commands:  # the one sub-command that runs decides the expected errors
+            target = self.resolve(argv[0])
+            errors = target._expected() if isinstance(target, (Group, LazyGroup)) else target.expected_errors
+        return _run_click(self, argv, self.prog or self.name, errors)
+
+    def _expected(self) -> tuple[type[BaseException], ...]:
+        return ()

@@ -103,6 +103,12 @@ class MqttSettings(Section):
     port: int = Field(1883, ge=1, le=65535, description="MQTT broker port")
 
 
+class PrometheusSettings(Section):
+    """The local Prometheus server that scrapes the Flink JVMs' metric reporters."""
+
+    port: int = Field(9090, ge=1, le=65535, description="port of the local Prometheus server")
+
+
 class FlinkSettings(Section):
     """How jobs reach Flink and how the local Flink home is rendered."""
 
@@ -146,6 +152,7 @@ class VigilSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     s3: S3Settings = S3Settings()
     mqtt: MqttSettings = MqttSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
     flink: FlinkSettings = FlinkSettings()
     model: ModelSettings = ModelSettings()
     pseudonym: PseudonymSettings = PseudonymSettings()

@@ -56,12 +56,6 @@ def checkpointing(plan: Any) -> dict[str, str]:
     return {"execution__checkpointing__interval": interval} if interval else {}
 
 
-def recovery(plan: Any) -> dict[str, str]:
-    """The state a job resumes from (a savepoint or retained checkpoint), when its plan names one."""
-    path = getattr(plan, "savepoint", None)
-    return {"execution__state-recovery__path": path} if path else {}
-
-
 def detached(t_env: Any) -> bool:
     """True when the job was submitted with ``flink run -d``: its client must return, not wait."""
     return os.environ.get("PYFLINK_GATEWAY_PORT") is not None and \

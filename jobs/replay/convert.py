@@ -37,6 +37,16 @@ class Converter:
             # 1e11 s is the year 5138 and 1e11 ms is 1973: magnitude tells the unit apart.
             self.epoch_factor = 1000.0 if median < 1e11 else 1.0 if median < 1e14 else 1e-3 if median < 1e17 else 1e-6
 
+    @property
+    def time_detail(self) -> str:
+        """How the time column is read: ``ISO 8601 text``, ``epoch milliseconds by magnitude``..."""
+        if self.time_format is not None:
+            return "ISO 8601 text" if self.time_format == "ISO8601" else f"text like {self.time_format}"
+        if self.epoch_factor is not None:
+            unit = {1000.0: "seconds", 1.0: "milliseconds", 1e-3: "microseconds", 1e-6: "nanoseconds"}
+            return f"epoch {unit.get(self.epoch_factor, 'numbers')} by magnitude"
+        return "date/time values"
+
     @staticmethod
     def _pick_format(s: pd.Series) -> str:
         text = s.dropna().astype(str)

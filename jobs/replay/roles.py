@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 import unicodedata
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -23,10 +23,17 @@ from jobs.replay.settings import (
 )
 
 _TIME_TOKENS = {"time", "timestamp", "timestamps", "date", "datetime", "ts", "epoch"}
-_ENTITY_RE = re.compile(
-    r"^(?:id|(?:machine|device|vehicle|unit|asset|equipment|engine)(?:_?(?:id|no|nr|num|number|name|key))?"
-    r"|(?:sensor|entity|node|station|turbine|pump|robot)_?(?:id|no|nr|num|number|name|key))$"
+_ID_SUFFIX = r"(?:id|no|nr|num|number|name|key)"
+# Names of the machine itself: alone ("car", "pump") or with an id suffix ("truck_id", "hostID").
+_MACHINE_NOUNS = r"(?:machine|device|vehicle|unit|asset|equipment|engine|car|truck|vin|pump|line|host|node)"
+# Names that need the suffix to mean an id ("sensor" alone is more likely a reading than an id).
+_SUFFIXED_NOUNS = r"(?:sensor|entity|station|turbine|robot)"
+_ENTITY_RANKS = (  # the first that matches gives a column's rank: a lower rank wins
+    re.compile(rf"^(?:id|vin|{_MACHINE_NOUNS}_?{_ID_SUFFIX}|{_SUFFIXED_NOUNS}_?{_ID_SUFFIX})$"),
+    re.compile(rf"^{_MACHINE_NOUNS}$"),
+    re.compile(r"^[a-z0-9_]+_id$"),  # any other <x>_id / <x>ID: customer_id, orderId
 )
+_ENTITY_RANK_WHY = ("its name", "its name", "its name ends in id")
 _LABEL_RE = re.compile(
     r"^(?:[a-z0-9]+_)?(?:label|labels|anomaly|anomalous|failure|fault|target|class|outlier)"
     r"(?:_(?:label|type|flag|mode|class|status))?$"
@@ -49,15 +56,44 @@ def _tokens(name: str) -> list[str]:
     return [t for t in re.split(r"[^a-z0-9]+", spaced.lower()) if t]
 
 
-def _looks_like_time(name: str) -> bool:
+def looks_like_time(name: str) -> bool:
+    """Whether ``name`` reads like a time column (time, timestamp, date, datetime, ts, epoch...)."""
     return any(t in _TIME_TOKENS or t.endswith(("timestamp", "datetime")) for t in _tokens(name))
 
 
+def entity_rank(name: str) -> int | None:
+    """How strongly ``name`` reads like an entity id column: 0, 1, 2 (lower wins), None if not at all.
+
+    0: ``id``, ``vin``, or a machine noun with an id suffix (``vehicle_id``, ``truck_no``, ``hostID``,
+    ``sensor_id``); 1: a machine noun alone (``car``, ``pump``, ``host``, ``node``, ``line``...);
+    2: any other ``<x>_id`` / ``<x>ID`` (``customer_id``, ``orderId``). Names are compared by their
+    words (``machineID`` = ``machine id`` = ``machine_id``), case-insensitively.
+    """
+    joined = "_".join(_tokens(name))
+    return next((rank for rank, pattern in enumerate(_ENTITY_RANKS) if pattern.match(joined)), None)
+
+
 def looks_like_entity(name: str) -> bool:
-    return bool(_ENTITY_RE.match("_".join(_tokens(name))))
+    """Whether ``name`` reads like an entity id column at all (see entity_rank)."""
+    return entity_rank(name) is not None
+
+
+def pick_entity(columns: Sequence[str], exclude: Collection[str | None] = ()) -> tuple[str | None, str]:
+    """(the entity column, why) among ``columns``: the lowest entity_rank, then the first in file order."""
+    ranked = sorted((rank, i, c) for i, c in enumerate(columns)
+                    if c not in exclude and (rank := entity_rank(c)) is not None)
+    if not ranked:
+        return None, "no column looks like one"
+    rank, _, chosen = ranked[0]
+    others = [c for _, _, c in sorted(ranked[1:], key=lambda r: r[1])]
+    why = _ENTITY_RANK_WHY[rank]
+    if others:
+        why += f"; also looked like one: {', '.join(others)}"
+    return chosen, why
 
 
 def looks_like_label(name: str) -> bool:
+    """Whether ``name`` reads like a failure-label column (label, anomaly, failure, fault...)."""
     return bool(_LABEL_RE.match("_".join(_tokens(name))))
 
 
@@ -128,6 +164,21 @@ class ColumnPlan:
     left_out: tuple[tuple[str, str], ...]  # (column, why) for columns not replayed
     field_names: dict[str, str]  # file column -> Avro field name (entity/time/features/label)
     schema: dict[str, Any]
+    why: dict[str, str] = field(default_factory=dict)  # role (time/entity/label/features) -> why so
+    dropped: tuple[tuple[str, str], ...] = ()  # (column, why) for every column not replayed, in file order
+
+    def role_lines(self, time_detail: str | None = None) -> list[str]:
+        """One line per role and per dropped column: the column chosen and why (``entity: car (its name)``)."""
+        def line(role: str, column: str | None, detail: str | None = None) -> str:
+            main, _, more = (self.why.get(role) or "").partition("; ")  # the detail goes after the main reason
+            reason = "; ".join(p for p in (main, detail, more) if p)
+            return f"{role}: {column if column is not None else 'none'}" + (f" ({reason})" if reason else "")
+
+        lines = [line("time", self.time_column, time_detail), line("entity", self.entity_column),
+                 line("label", self.label_column),
+                 f"features: {', '.join(self.features)} ({self.why.get('features', 'numeric')})"]
+        lines += [f"dropped: {c} ({why})" for c, why in self.dropped]
+        return lines
 
     @property
     def entity_field(self) -> str:
@@ -142,11 +193,14 @@ def _available(columns: Sequence[str]) -> str:
     return ", ".join(repr(c) for c in columns)
 
 
-def plan_columns(source: pd.DataFrame | pa.Schema, settings: ReplaySettings) -> ColumnPlan:
-    """Assign roles to ``source``'s columns and derive the Avro schema (see the module docstring).
+def plan_columns(source: pd.DataFrame | pa.Schema, settings: ReplaySettings, *,
+                 text_notes: Mapping[str, str] | None = None) -> ColumnPlan:
+    """Assign roles to ``source``'s columns and derive the Avro schema (see jobs/replay_file.py).
 
     ``source`` is a sample of the file (its first chunk) or, for Parquet, its Arrow schema; with
     a sample, text columns are only taken as the time column if their first value parses.
+    ``text_notes``: why a text column is not numeric, where the reader knows better than its type
+    (numbers in mixed formats); used in the dropped columns' reasons.
     Raises ReplayError naming the problem (unknown column, no time column, no numeric column,
     name collision).
     """
@@ -178,26 +232,39 @@ def plan_columns(source: pd.DataFrame | pa.Schema, settings: ReplaySettings) -> 
                               f"available: {_available(columns)}")
 
     taken = set(explicit)
+    why: dict[str, str] = {}
     time_col = settings.time_column
     if time_col is not None:
         kind = kinds[time_col]
         if kind not in ("datetime", "numeric", "string"):
             raise ReplayError(f"--time-column {time_col!r} holds {kind} values, not datetimes, text or epoch numbers")
+        why["time"] = "--time-column"
     else:
-        time_col = _detect_time(columns, kinds, samples, taken, settings)
+        time_col, why["time"] = _detect_time(columns, kinds, samples, taken, settings)
     taken.add(time_col)
 
-    entity_col = settings.entity_column or next(
-        (c for c in columns if c not in taken and looks_like_entity(c)), None)
+    entity_col = settings.entity_column
+    if entity_col is not None:
+        why["entity"] = "--entity-column"
+    else:
+        entity_col, why["entity"] = pick_entity(columns, taken)
+        if entity_col is None:
+            why["entity"] += f"; every row gets {CONSTANT_ENTITY_FIELD} {settings.constant_entity!r}"
     if entity_col:
         taken.add(entity_col)
-    label_col = settings.label_column or next(
-        (c for c in columns if c not in taken and looks_like_label(c)), None)
+    label_col = settings.label_column
+    if label_col is not None:
+        why["label"] = "--label-column"
+    else:
+        label_col = next((c for c in columns if c not in taken and looks_like_label(c)), None)
+        why["label"] = "its name" if label_col else "no column looks like one"
     if label_col:
         taken.add(label_col)
 
     features: list[str] = []
     left_out: list[tuple[str, str]] = []
+    dropped: list[tuple[str, str]] = []
+    notes = dict(text_notes or {})
     wanted = set(settings.columns) if settings.columns else None
     for c in columns:
         if c in taken:
@@ -207,16 +274,22 @@ def plan_columns(source: pd.DataFrame | pa.Schema, settings: ReplaySettings) -> 
         numeric = kinds[c] in ("numeric", "bool")
         if wanted is not None:
             if c not in wanted:
+                dropped.append((c, "not named in --columns"))
                 continue
             if not numeric:
                 example = _first_value(samples[c])
-                raise ReplayError(f"--columns names {c!r}, which is not numeric ({kinds[c]}"
-                                  + (f", e.g. {example!r})" if example is not None else ")"))
-        if numeric:
+                detail = notes.get(c) or (f"{kinds[c]}, e.g. {example!r}" if example is not None else kinds[c])
+                raise ReplayError(f"--columns names {c!r}, which is not numeric ({detail})")
+        if wanted is None and looks_like_entity(c):  # another id (customer_id beside car): not a measurement
+            left_out.append((c, "an id"))
+            dropped.append((c, "its name looks like an id, not a measurement; --columns keeps it"))
+        elif numeric:
             features.append(c)
         else:
             example = _first_value(samples[c])
             left_out.append((c, f"{kinds[c]}, e.g. {example!r}" if example is not None else kinds[c]))
+            dropped.append((c, notes.get(c) or _not_numeric(kinds[c], example)))
+    why["features"] = "named in --columns" if wanted is not None else "numeric"
     if not features:
         raise ReplayError(
             f"{settings.path.name} has no numeric feature columns (columns: {_available(columns)}; "
@@ -276,24 +349,35 @@ def plan_columns(source: pd.DataFrame | pa.Schema, settings: ReplaySettings) -> 
     except SchemaError as exc:
         raise ReplayError(str(exc)) from exc
     return ColumnPlan(time_col, kinds[time_col], entity_col, label_col, tuple(features), tuple(left_out),
-                      field_names, schema)
+                      field_names, schema, why, tuple(dropped))
+
+
+def _not_numeric(kind: ColumnKind, example: Any) -> str:
+    what = {"string": "text", "datetime": "date/time values", "bool": "true/false"}.get(kind, f"{kind} values")
+    return f"{what}, not numeric" + (f", e.g. {example!r}" if example is not None else "")
 
 
 def _detect_time(columns: list[str], kinds: dict[str, ColumnKind], samples: dict[str, pd.Series | None],
-                 taken: set[str], settings: ReplaySettings) -> str:
-    candidates = [c for c in columns if c not in taken and _looks_like_time(c)]
+                 taken: set[str], settings: ReplaySettings) -> tuple[str, str]:
+    """(the time column, why): the first time-like name holding datetimes or parsable text, else epoch numbers."""
+    candidates = [c for c in columns if c not in taken and looks_like_time(c)]
     rejected: list[str] = []
+
+    def chosen(c: str) -> tuple[str, str]:
+        others = [o for o in candidates if o != c]
+        return c, "its name" + (f"; also looked like one: {', '.join(others)}" if others else "")
+
     for c in candidates:  # real datetimes (or text that parses as such) win over epoch numbers
         if kinds[c] == "datetime":
-            return c
+            return chosen(c)
         if kinds[c] == "string":
             first = _first_value(samples[c])
             if samples[c] is None or (first is not None and _parses_as_time(first)):
-                return c
+                return chosen(c)
             rejected.append(f"{c!r} (first value {first!r} does not parse as a date/time)")
     for c in candidates:
         if kinds[c] == "numeric":
-            return c
+            return chosen(c)
     detail = f"; rejected {', '.join(rejected)}" if rejected else ""
     raise ReplayError(
         f"no timestamp column found in {settings.path.name} (columns: {_available(columns)}){detail}; "

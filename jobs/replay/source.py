@@ -13,11 +13,12 @@ import pyarrow.parquet as pq
 
 from connectors.avro_serde import feature_columns
 from jobs.replay.convert import Converter
+from jobs.replay.numbers import NumberFormat, describe_mixed, number_format
 from jobs.replay.roles import (
     ColumnPlan,
     kind_of_series,
-    looks_like_entity,
     looks_like_label,
+    pick_entity,
     plan_columns,
 )
 from jobs.replay.settings import FileFormat, ReplayError, ReplaySettings
@@ -56,6 +57,7 @@ class ReplaySource:
         self.decimal = "."
         self.total_rows: int | None = None
         self._dtype: dict[str, Any] | None = None
+        self.number_formats: dict[str, NumberFormat] = {}  # CSV text columns of numbers with thousands separators
         self.plan: ColumnPlan
         self._converter: Converter
 
@@ -82,6 +84,15 @@ class ReplaySource:
     def feature_fields(self) -> list[str]:
         return feature_columns(self.schema)
 
+    def role_lines(self) -> list[str]:
+        """What each column is used as, and why: one line per role, then one per dropped column."""
+        lines = self.plan.role_lines(self._converter.time_detail)
+        for c, fmt in self.number_formats.items():
+            if c in self.plan.features:
+                lines.append(f"numbers: {c} written like {fmt.example} (thousands separator "
+                             f"{'space' if fmt.thousands == ' ' else repr(fmt.thousands)}, decimal mark {fmt.decimal!r})")
+        return lines
+
     # CSV -----------------------------------------------------------------------------------
     def _open_csv(self) -> pd.DataFrame:
         settings = self.settings
@@ -96,8 +107,7 @@ class ReplaySource:
         # Ids and labels stay text ("007" keeps its zeros); the roles depend on names only.
         text_cols = {settings.entity_column, settings.label_column} - {None}
         if settings.entity_column is None:
-            text_cols |= {next((c for c in names if looks_like_entity(c) and c != settings.time_column
-                                and c != settings.label_column), None)}
+            text_cols.add(pick_entity(names, {settings.time_column, settings.label_column})[0])
         if settings.label_column is None:
             text_cols |= {next((c for c in names if looks_like_label(c) and c != settings.time_column
                                 and c not in text_cols), None)}
@@ -106,8 +116,26 @@ class ReplaySource:
         if self.sep != "," and self._has_decimal_commas(first):
             self.decimal = ","
             first = self._first_csv_chunk()
-        self.plan = plan_columns(first, settings)
+        notes = self._detect_number_formats(first)
+        if self.number_formats:  # read them as text in every chunk, parsed with their format
+            self._dtype.update(dict.fromkeys(self.number_formats, str))
+            first = self._first_csv_chunk()
+        self.plan = plan_columns(first, settings, text_notes=notes)
         return first
+
+    def _detect_number_formats(self, df: pd.DataFrame) -> dict[str, str]:
+        """Find the text columns of numbers with thousands separators (self.number_formats), and
+        return why other text columns of numbers are not read as numbers (mixed formats)."""
+        notes: dict[str, str] = {}
+        for c in df.columns:
+            if c in (self._dtype or {}) or kind_of_series(df[c]) != "string":
+                continue
+            fmt = number_format(df[c], self.decimal)
+            if fmt is not None:
+                self.number_formats[str(c)] = fmt
+            elif (why := describe_mixed(df[c])) is not None:
+                notes[str(c)] = why
+        return notes
 
     def _first_csv_chunk(self) -> pd.DataFrame:
         first = next(self._csv_chunks(), None)
@@ -131,11 +159,28 @@ class ReplaySource:
                                  encoding="utf-8-sig", dtype=self._dtype, skipinitialspace=True,
                                  float_precision="round_trip")
             with reader:
-                yield from reader
+                row = 1
+                for df in reader:
+                    yield self._parse_numbers(df, row)
+                    row += len(df)
         except pd.errors.EmptyDataError as exc:
             raise ReplayError(f"{path} is empty (no header, no rows)") from exc
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise ReplayError(f"cannot read {path} as CSV (separator {self.sep!r}): {str(exc).strip()}") from exc
+
+    def _parse_numbers(self, df: pd.DataFrame, first_row: int) -> pd.DataFrame:
+        """``df`` with its thousands-separated columns as floats; ReplayError at a value of another format."""
+        if not self.number_formats:
+            return df
+        df = df.copy()
+        for c, fmt in self.number_formats.items():
+            values, bad = fmt.parse(df[c])
+            if bad.any():
+                i = int(bad.to_numpy().argmax())
+                raise ReplayError(f"row {first_row + i}: {df[c].iloc[i]!r} in column {c!r} is not a number "
+                                  f"written like the rest of the column ({fmt.example})")
+            df[c] = values
+        return df
 
     # Parquet -------------------------------------------------------------------------------
     def _parquet_file(self) -> pq.ParquetFile:

@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from connectors import schema_store
-from connectors.avro_serde import AvroDeserializer, roles, schema_id
+from connectors.avro_serde import SCHEMA_HEADER, roles, schema_id
 from connectors.errors import DecodeError
 from connectors.kafka_io import PartitionRange, check_broker, consume_ranges, plan_ranges
 from connectors.model_registry import ModelRegistry
+from connectors.payloads import PayloadDecoder
 from udfs.feature_set import FeatureError, FeatureSet
 from vigil.commands import Options, comma_list, int_list, option, partition_offsets
 from vigil.settings import S3Settings, VigilSettings
@@ -86,19 +87,24 @@ def read_topic(bootstrap: str, options: TrainOptions, schema: dict[str, Any],
     ms = lambda v: int(parse_time(v).timestamp() * 1000) if v else None  # noqa: E731
     ranges = plan_ranges(bootstrap, options.topic, start_ms=ms(options.start), end_ms=ms(options.end),
                          start_offsets=options.start_offsets, end_offsets_=options.end_offsets)
-    decode = AvroDeserializer(schema)
+    decode = PayloadDecoder(schema, raw_times=False)  # the topic's registered format, header checked
     rows: list[dict[str, Any]] = []
     bad = 0
     total = sum(r.count for r in ranges)
     with tqdm(total=total, unit="rec", desc=f"reading {options.topic}", disable=options.quiet or None) as bar:
         for msg in consume_ranges(bootstrap, options.topic, ranges, progress=bar.update):
             try:
-                record = decode(msg.value())
+                record = decode(msg.value(), _header(msg))
             except DecodeError:
                 bad += 1  # the scoring job routes these to the DLQ; training just leaves them out
                 continue
             rows.append(record)
     return pd.DataFrame(rows), ranges, bad
+
+
+def _header(message) -> bytes | None:
+    """The ``vigil.schema`` header of a Kafka message, if it has one."""
+    return next((value for key, value in message.headers() or () if key == SCHEMA_HEADER), None)
 
 
 def read_history(uri: str, columns: list[str], s3: S3Settings) -> pd.DataFrame:

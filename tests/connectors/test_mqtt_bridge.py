@@ -41,8 +41,10 @@ def test_bridge_forwards_readings_and_dead_letters_bad_ones(mqtt_settings, kafka
     topic = f"test.mqtt.{uuid.uuid4().hex[:8]}"
     mqtt_topic = f"vigil-test/{uuid.uuid4().hex[:6]}"
     readings = list(simulation.generate(simulation.FleetSettings(vehicles=5, events=200, seed=2)))
+    # a new topic: the vehicle schema is named (before, the bridge registered it on any new topic)
     bridge = MqttBridge(BridgeSettings(mqtt_port=mqtt_settings.mqtt.port, mqtt_topic=f"{mqtt_topic}/#",
-                                       client_id=f"bridge-{topic}", bootstrap_servers=kafka_bootstrap, topic=topic))
+                                       client_id=f"bridge-{topic}", bootstrap_servers=kafka_bootstrap, topic=topic,
+                                       schema_file="telemetry-v1"))
     ready = threading.Event()
     runner = threading.Thread(target=bridge.run, kwargs={"max_messages": len(readings) + 2, "ready": ready})
     runner.start()
@@ -83,10 +85,10 @@ def test_a_reading_kafka_refuses_is_dead_lettered_not_a_poison_pill(mqtt_setting
     ok = {**reading, "event_time": int(reading["event_time"].timestamp() * 1000)}
     pill = {**ok, "event_time": int(dt.datetime(3000, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)}
 
-    def run_bridge(messages: list[dict], expect: int) -> MqttBridge:
+    def run_bridge(messages: list[dict], expect: int, schema_file: str | None = None) -> MqttBridge:
         bridge = MqttBridge(BridgeSettings(mqtt_port=mqtt_settings.mqtt.port, mqtt_topic=f"{mqtt_topic}/#",
                                            client_id=f"bridge-{topic}", bootstrap_servers=kafka_bootstrap,
-                                           topic=topic))
+                                           topic=topic, schema_file=schema_file))
         ready = threading.Event()
         runner = threading.Thread(target=bridge.run, kwargs={"max_messages": expect, "ready": ready}, daemon=True)
         runner.start()
@@ -101,11 +103,12 @@ def test_a_reading_kafka_refuses_is_dead_lettered_not_a_poison_pill(mqtt_setting
         assert not runner.is_alive(), "the bridge stopped handling messages"
         return bridge
 
-    first = run_bridge([pill, ok], expect=2)
+    first = run_bridge([pill, ok], expect=2, schema_file="telemetry-v1")  # a new topic: name its schema
     assert (first.forwarded, first.dead_letters) == (1, 1)
     dlq = [json.loads(m.value()) for m in read_all(kafka_bootstrap, f"{topic}.mqtt-dlq")]
     assert len(dlq) == 1 and dlq[0]["reason"].startswith("kafka_refused: INVALID_TIMESTAMP")
     # a restarted bridge gets nothing back: the refused reading was acknowledged after its dead letter
+    # (and it needs no --schema now: the topic's schema is registered)
     second = run_bridge([ok], expect=1)
     assert (second.forwarded, second.dead_letters) == (1, 0)
     assert len(list(read_all(kafka_bootstrap, topic))) == 2
@@ -113,6 +116,6 @@ def test_a_reading_kafka_refuses_is_dead_lettered_not_a_poison_pill(mqtt_setting
 
 def test_no_mqtt_broker_is_one_clear_error(kafka_bootstrap):
     bridge = MqttBridge(BridgeSettings(mqtt_port=1, bootstrap_servers=kafka_bootstrap,
-                                       topic=f"test.mqtt.none.{uuid.uuid4().hex[:6]}"))
+                                       topic=f"test.mqtt.none.{uuid.uuid4().hex[:6]}", schema_file="telemetry-v1"))
     with pytest.raises(ConnectorError, match="no MQTT broker answers at 127.0.0.1:1"):
         bridge.run(max_messages=1)

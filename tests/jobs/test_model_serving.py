@@ -13,9 +13,9 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -69,22 +69,29 @@ def _versions_of(bootstrap: str, topic: str, batches: int, timeout: float = 120)
 
 
 def _python_workers(cluster) -> list[int]:
-    """Pids of the Python UDF workers the cluster's TaskManager started."""
-    out = subprocess.run(["pgrep", "-f", "pyflink.fn_execution.beam.beam_boot|pyflink-udf-runner"],
-                         capture_output=True, text=True).stdout
-    tm = set(cluster.pids())
-    workers = []
-    for pid in map(int, out.split()):
-        try:  # only those under this cluster's daemons
-            parent = pid
-            for _ in range(6):
-                parent = int(open(f"/proc/{parent}/stat").read().split(") ")[1].split()[1])
-                if parent in tm:
-                    workers.append(pid)
-                    break
-        except (OSError, ValueError, IndexError):
+    """Pids of every Python process under the cluster's TaskManager (its UDF workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except OSError:
             continue
-    return workers
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo, found = list(cluster.taskmanager_pids()), []
+    while todo:
+        pid = todo.pop()
+        for child in children.get(pid, []):
+            todo.append(child)
+            try:
+                if b"python" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(child)
+            except OSError:
+                pass
+    return found
+
+
+def _restarts(cluster, job_id: str) -> int:
+    return int(cluster._request(f"/jobs/{job_id}/metrics?get=numRestarts")[0]["value"])
 
 
 def test_running_job_follows_only_versions_that_fit(flink_cluster, trained_model, kafka_bootstrap,  # noqa: F811
@@ -120,13 +127,15 @@ def test_running_job_follows_only_versions_that_fit(flink_cluster, trained_model
         assert workers, "no Python worker of the cluster found"
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
-        _produce(kafka_bootstrap, topic, 3)
+        _produce(kafka_bootstrap, topic, 3)  # the next records meet the dead workers: the job restarts
+        deadline = time.monotonic() + 120
+        while _restarts(flink_cluster, job_id) < 1:
+            assert time.monotonic() < deadline, f"killing the Python workers {workers} did not restart the job"
+            time.sleep(1)
         versions = _versions_of(kafka_bootstrap, topic, 3, timeout=180)
         assert [len(versions.get(b, [])) for b in (1, 2, 3)] == [BATCH] * 3   # exactly once across the restart
         assert set(versions[3]) == {f"{MODEL}@1"}
         assert flink_cluster.job(job_id)["state"] == "RUNNING"
-        restarts = flink_cluster._request(f"/jobs/{job_id}/metrics?get=numRestarts")
-        assert int(restarts[0]["value"]) >= 1, "the worker kill did not restart the job"
 
         # a good version is promoted: the running job swaps to it
         good = _copy_as_next(registry, MODEL, f"{MODEL}@1", tmp_path, "champion")

@@ -13,7 +13,7 @@ COMMANDS = [
     "jobs.score_events_stream", "jobs.run_sql", "jobs.run_demo", "jobs.enrich_telemetry",
     "connectors.topics:TOPICS", "connectors.mqtt_bridge", "stack.__main__:STACK",
     "benchmarks.pipeline.run", "benchmarks.score_function", "benchmarks.validation_cost",
-    "jobs.models:MODELS", "jobs.dead_letters",
+    "jobs.models:MODELS", "jobs.dead_letters", "jobs.dashboard", "jobs.register_topic", "vigil.backfill",
 ]
 
 
