@@ -2,6 +2,12 @@
 
     python -m jobs.simulate_fleet --topic telemetry --vehicles 20 --events 20000 --failure-rate 0.02
     python -m jobs.simulate_fleet --topic telemetry --vehicles 20 --events 100000 --rate 20   # real time
+    python -m jobs.simulate_fleet --topic hard --events 100000 --failure-modes hard --failure-rate 0.1 \
+        --regime-changes 0.1   # the hard case (jobs.simulation.HARD_CLI_FLAGS)
+
+``--failure-modes`` takes mode names and the groups ``default`` (the four abrupt vehicle faults),
+``hard`` (sensor_drift, sensor_stuck: one sensor's calibration ramp or frozen value) and ``all``;
+``--regime-changes`` is the share of readings spent towing a trailer, unlabelled (not a fault).
 
 Checks the broker, creates the topic, registers the telemetry-v1 schema in the schema store and
 produces the records (jobs/simulation: deterministic for a seed) keyed by vehicle_id, with the
@@ -19,7 +25,7 @@ from connectors import schema_store
 from connectors.avro_serde import load_schema
 from connectors.errors import ConnectorError
 from connectors.kafka_io import DEFAULT_PARTITIONS, check_broker, create_topic
-from jobs.simulation import DEFAULT_FIRMWARE, FIXED_START, FleetSettings, produce, summary
+from jobs.simulation import DEFAULT_FIRMWARE, FIXED_START, FleetSettings, produce, select_modes, summary
 from vigil.commands import Options, OptionsError, command, comma_list, option
 from vigil.settings import VigilSettings
 
@@ -46,6 +52,12 @@ class SimulateOptions(Options):
     start: str | None = option(None, "event time of the first reading: fixed (2026-01-01T00:00:00Z), now, or "
                                      "ISO 8601", parse=_start, show_default="fixed")
     firmware: list[str] = option(list(DEFAULT_FIRMWARE), "firmware versions, comma-separated", parse=comma_list)
+    failure_modes: list[str] = option(list(FleetSettings.failure_modes),
+                                      "failure modes taking turns, comma-separated names or groups: default, "
+                                      "hard (sensor_drift,sensor_stuck), all", parse=comma_list)
+    regime_changes: float = option(FleetSettings.regime_changes,
+                                   "share of readings spent towing a trailer: a regime change, not a fault (no "
+                                   "label), [0, 1)")
     partitions: int = option(DEFAULT_PARTITIONS, "partitions if the topic is created", ge=1)
 
 
@@ -68,7 +80,8 @@ def fleet_settings(o: SimulateOptions) -> FleetSettings:
         or datetime.fromisoformat(start_text)
     try:
         return FleetSettings(vehicles=o.vehicles, events=o.events, interval_s=interval, start=start,
-                             failure_rate=o.failure_rate, seed=o.seed, firmware_versions=tuple(o.firmware))
+                             failure_rate=o.failure_rate, seed=o.seed, firmware_versions=tuple(o.firmware),
+                             failure_modes=select_modes(o.failure_modes), regime_changes=o.regime_changes)
     except ValueError as exc:
         raise OptionsError(str(exc)) from None
 
@@ -80,7 +93,7 @@ def run(settings: VigilSettings, o: SimulateOptions) -> int:
     create_topic(bootstrap, o.topic, o.partitions)
     schema_store.register(bootstrap, o.topic, load_schema())
     counts = produce(fleet, bootstrap, o.topic, o.rate)
-    print(summary(counts, o.topic))
+    print(summary(counts, o.topic, fleet.failure_modes))
     if sum(counts.values()) < fleet.events:
         print(f"interrupted after {sum(counts.values())} of {fleet.events} events", file=sys.stderr)
         return 130

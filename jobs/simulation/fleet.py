@@ -3,11 +3,24 @@
 ``generate(settings)`` yields records matching ``connectors/schemas/telemetry-v1.avsc`` (same
 settings and seed => the same records, and a shorter run is a prefix of a longer one), labelled
 with the failure mode of the episode they belong to (jobs/simulation/vehicle.py has the physics).
+
+Failure modes come in two groups. ``DEFAULT_MODES`` (the default mix) are abrupt vehicle faults,
+outside the normal envelope from their first reading: a per-reading model catches them.
+``HARD_MODES`` are faults of one sensor that stay inside the envelope for most of the episode and
+show only against the other signals or the sensor's own history: ``sensor_drift`` (a calibration
+ramp) and ``sensor_stuck`` (a frozen value). ``regime_changes`` adds unlabelled stretches of
+towing a heavy trailer: a changepoint in how the vehicle is driven that is not a fault (bait for
+false alarms). A benchmark asks for the hard case with
+``FleetSettings(failure_modes=HARD_MODES, failure_rate=HARD_FAILURE_RATE,
+regime_changes=HARD_REGIME_CHANGES)`` or, on the command line, ``--failure-modes hard`` plus
+``HARD_CLI_FLAGS``. Sensor faults last longer than vehicle faults (up to 300 readings), so at the
+default rate of 0.02 a vehicle has one in ~3,000 to 15,000 readings: the hard case labels 10 % of
+the readings instead.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -15,9 +28,18 @@ from typing import Any
 import numpy as np
 
 from connectors.avro_serde import label_values, load_schema
-from jobs.simulation.vehicle import EPOCH, FIELDS, Vehicle
+from jobs.simulation.vehicle import EPOCH, FIELDS, SENSOR_FAULTS, Vehicle
 
-FAILURE_MODES: tuple[str, ...] = label_values(load_schema())
+FAILURE_MODES: tuple[str, ...] = label_values(load_schema())  # every label the simulator can write
+DEFAULT_MODES: tuple[str, ...] = ("engine_vibration", "coolant_overheat", "tire_leak", "battery_drain")
+HARD_MODES: tuple[str, ...] = SENSOR_FAULTS  # ("sensor_drift", "sensor_stuck")
+HARD_FAILURE_RATE = 0.1
+HARD_REGIME_CHANGES = 0.1
+# What jobs.simulate_fleet needs besides ``--failure-modes hard`` for the hard case.
+HARD_CLI_FLAGS: tuple[str, ...] = ("--failure-rate", f"{HARD_FAILURE_RATE:g}",
+                                   "--regime-changes", f"{HARD_REGIME_CHANGES:g}")
+# Names that stand for a group of modes where modes are listed by name (the command line).
+MODE_GROUPS: dict[str, tuple[str, ...]] = {"default": DEFAULT_MODES, "hard": HARD_MODES, "all": FAILURE_MODES}
 FIXED_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 DEFAULT_FIRMWARE: tuple[str, ...] = ("3.1.4", "3.2.0", "3.2.1")
 _BLOCK = 256  # readings per vehicle computed at once; fixed so the output never depends on run length
@@ -29,7 +51,13 @@ class FleetSettings:
 
     ``events`` counts readings of the whole fleet; each vehicle reports every ``interval_s``
     seconds of event time, starting at ``start`` (timezone-aware; kept to the millisecond, in
-    UTC). ``failure_rate`` is the share of readings that carry a failure label, in [0, 1).
+    UTC). ``failure_rate`` is the share of readings that carry a failure label, in [0, 1), spread
+    over ``failure_modes`` taking turns episode by episode (names from ``FAILURE_MODES``; default
+    ``DEFAULT_MODES``; sensor faults are longer, so in a mix they hold most labelled readings).
+    ``regime_changes`` is the share of readings, in [0, 1), spent towing a heavy trailer: stretches
+    of a few hundred readings, each begun and ended at a standstill, in which throttle, rpm, air
+    flow, coolant and electrical load rise the way the physics says; they are not faults and carry
+    no label. 0 (the default) leaves the output exactly as without the setting.
     """
 
     vehicles: int = 20
@@ -39,7 +67,8 @@ class FleetSettings:
     failure_rate: float = 0.02
     seed: int = 42
     firmware_versions: tuple[str, ...] = DEFAULT_FIRMWARE
-    failure_modes: tuple[str, ...] = FAILURE_MODES
+    failure_modes: tuple[str, ...] = DEFAULT_MODES
+    regime_changes: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("vehicles", "events"):
@@ -53,6 +82,9 @@ class FleetSettings:
             raise ValueError(f"interval_s must be a number of seconds >= 0.001, got {self.interval_s!r}")
         if not isinstance(self.failure_rate, (int, float)) or not 0 <= self.failure_rate < 1:
             raise ValueError(f"failure_rate must be in [0, 1), got {self.failure_rate!r}")
+        if isinstance(self.regime_changes, bool) or not isinstance(self.regime_changes, (int, float)) \
+                or not 0 <= self.regime_changes < 1:
+            raise ValueError(f"regime_changes must be in [0, 1), got {self.regime_changes!r}")
         if not isinstance(self.start, datetime) or self.start.utcoffset() is None:
             raise ValueError(f"start must be a timezone-aware datetime, got {self.start!r}")
         start = self.start.astimezone(timezone.utc)
@@ -83,6 +115,20 @@ class FleetSettings:
         return -(-self.events // self.vehicles)
 
 
+def select_modes(names: Iterable[str]) -> tuple[str, ...]:
+    """Mode names with the groups of ``MODE_GROUPS`` expanded, in order, without repeats.
+
+    ``["default", "sensor_stuck"]`` -> the four default modes and sensor_stuck. Unknown names are
+    kept, for FleetSettings to refuse by name.
+    """
+    out: list[str] = []
+    for name in names:
+        for mode in MODE_GROUPS.get(name, (name,)):
+            if mode not in out:
+                out.append(mode)
+    return tuple(out)
+
+
 def event_time_ms(record: dict[str, Any]) -> int:
     """A record's event time in epoch milliseconds (exact, no float rounding)."""
     return (record["event_time"] - EPOCH) // timedelta(milliseconds=1)
@@ -94,7 +140,9 @@ def generate(settings: FleetSettings) -> Iterator[dict[str, Any]]:
     Records are dicts with exactly the fields of telemetry-v1; ``event_time`` is a UTC datetime
     with millisecond precision (what fastavro's timestamp-millis writes and reads back).
     ``failure_label`` is None for normal readings, else one of ``settings.failure_modes``.
-    Deterministic: every vehicle draws from its own child of ``SeedSequence(settings.seed)``.
+    Deterministic: every vehicle draws from its own child of ``SeedSequence(settings.seed)`` (and
+    its regime changes from that child's own first child, so that turning them on changes nothing
+    else).
     """
     children = np.random.SeedSequence(settings.seed).spawn(settings.vehicles)
     fleet = [Vehicle(i, settings, np.random.default_rng(c)) for i, c in enumerate(children)]

@@ -5,8 +5,9 @@ import itertools
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 
-from jobs.simulation.fleet import FAILURE_MODES, FleetSettings, event_time_ms, generate
+from jobs.simulation.fleet import DEFAULT_MODES, FleetSettings, event_time_ms, generate
 
 
 def produce(settings: FleetSettings, bootstrap: str, topic: str, rate: float = 0.0, *, skip: int = 0,
@@ -49,9 +50,11 @@ def produce(settings: FleetSettings, bootstrap: str, topic: str, rate: float = 0
     return counts
 
 
-def summary(counts: Counter[str | None], topic: str) -> str:
+def summary(counts: Counter[str | None], topic: str, modes: Sequence[str] = DEFAULT_MODES) -> str:
+    """One line: events, labelled share and the count of each of ``modes`` (the fleet's failure_modes)."""
     total = sum(counts.values())
     labelled = total - counts.get(None, 0)
-    per_mode = ", ".join(f"{m}={counts.get(m, 0)}" for m in FAILURE_MODES)
+    shown = [*modes, *sorted(m for m in counts if m is not None and m not in modes)]
+    per_mode = ", ".join(f"{m}={counts.get(m, 0)}" for m in shown)
     share = labelled / total if total else 0.0
     return f"produced {total} events to {topic!r}: {labelled} labelled failures ({share:.2%}): {per_mode}"

@@ -4,9 +4,26 @@ Each vehicle drives trips (accelerate, cruise, brake, stop at lights, park with 
 its signals follow from that: RPM from speed through a six-speed gear model, throttle from the
 speed and acceleration, air flow from RPM and throttle, coolant warming from ambient to a
 thermostat-held ~90 degC, alternator charging while the engine runs, tires warming with speed.
-Failure episodes (a few to a few dozen readings) are injected so that the labelled share of
-readings equals the fleet's ``failure_rate``; every labelled reading is outside the normal
-envelope from its first reading on. Every value is clipped into its field's physical range (the
+Failure episodes are injected so that the labelled share of readings equals the fleet's
+``failure_rate``. The vehicle faults (engine_vibration, coolant_overheat, tire_leak, battery_drain:
+5 to 40 readings) are outside the normal envelope from their first reading on. The sensor faults
+change what one sensor reports, never the physics, and stay plausible reading by reading:
+
+* ``sensor_drift`` (60 to 300 readings): one of coolant, intake air temperature, battery voltage
+  or a tire pressure reads ``truth + end * (i + 1) / length`` at the episode's i-th reading, a
+  linear calibration ramp to ``end`` (either sign) at its last reading, then reads true again
+  (recalibrated); ``|end|`` is 6-15 degC, 5-12 degC, 0.4-0.9 V or 15-35 kPa.
+* ``sensor_stuck`` (20 to 180 readings): one of speed, rpm, coolant, intake air temperature, air
+  flow, battery voltage or a tire pressure repeats its last reading before the episode, exactly,
+  while every other signal goes on (speed, rpm and air flow only where the engine runs throughout
+  and, for speed, the vehicle moves: elsewhere their truth is a constant 0 too).
+
+Towing a trailer (the fleet's ``regime_changes``) is a change of regime, not a fault: from a
+standstill to a standstill, about 200 to 800 readings, the power asked for is 1.6-2.2 times as
+much at the same speed and acceleration (so more throttle, lower gears and higher rpm, more air
+flow and heat, a warmer coolant) and the trailer's lights and brakes draw 4-10 A more while the
+engine runs (the battery current shows it only where the alternator is at its limit, at idle;
+the voltage sags a little); no label. Every value is clipped into its field's physical range (the
 schema's ``vigil.range``).
 """
 from __future__ import annotations
@@ -48,6 +65,47 @@ _BATTERY_AH = 60.0
 # each tire, accel_z. Periods of hours make them look like calibration drift, not signal.
 _DRIFT = np.array([(0.8, 5.0), (0.6, 3.0), (0.03, 4.0), (1.0, 7.0), (1.0, 6.0), (1.0, 8.0), (1.0, 5.5),
                    (0.004, 2.5)])
+_TIRES = ("tire_pressure_fl_kpa", "tire_pressure_fr_kpa", "tire_pressure_rl_kpa", "tire_pressure_rr_kpa")
+# Episode lengths in readings, [low, high): vehicle faults are short, sensor faults long and slow.
+_EPISODE_READINGS = {"sensor_drift": (60, 301), "sensor_stuck": (20, 181)}
+_FAULT_READINGS = (5, 41)
+SENSOR_FAULTS = ("sensor_drift", "sensor_stuck")
+# sensor_drift: the sensors that drift and the size of the drift at the episode's end, (low, high).
+_DRIFTING = {"coolant_temp_c": (6.0, 15.0), "intake_air_temp_c": (5.0, 12.0), "battery_voltage_v": (0.4, 0.9),
+             **{tire: (15.0, 35.0) for tire in _TIRES}}
+_STICKING = ("speed_kmh", "engine_rpm", "coolant_temp_c", "intake_air_temp_c", "intake_air_flow_gs",
+             "battery_voltage_v", *_TIRES)
+# These read exactly 0 with the engine off (speed: standing still), where a frozen value would be
+# the true one: they stick only in an episode whose truth moves, else a noisy sensor sticks.
+_STICKING_IF_RUNNING = ("speed_kmh", "engine_rpm", "intake_air_flow_gs")
+# Towing: stretch length in readings [low, high), power factor, extra amps (low, high).
+_TOW_READINGS = (200, 801)
+_TOW_PULL = (1.6, 2.2)
+_TOW_AMPS = (4.0, 10.0)
+
+
+def faulty_reading(truth: np.ndarray, mode: str, params: dict[str, float], i: np.ndarray, length: int) -> np.ndarray:
+    """What a faulty sensor reports at readings ``i`` (0-based within the episode) of its true values.
+
+    sensor_drift: ``truth + end * (i + 1) / length`` (a ramp that reaches ``end`` at the last
+    reading); sensor_stuck: ``value`` (its last good reading) every time.
+    """
+    if mode == "sensor_drift":
+        return truth + params["end"] * (i + 1) / length
+    if mode == "sensor_stuck":
+        return np.full(len(truth), params["value"])
+    raise ValueError(f"not a sensor fault: {mode!r}")
+
+
+@dataclass
+class _Stretch:
+    """A planned stretch of towing: begins at the first standstill from ``start``."""
+
+    start: int
+    length: int           # planned readings: it ends at the first standstill from start + length
+    pull: float
+    amps: float
+    begun: int | None = None
 
 
 
@@ -102,6 +160,13 @@ class Vehicle:
         # Modes take turns per vehicle, starting one further along for each vehicle, so even a
         # short run with one episode per vehicle covers every mode about equally.
         self._mode_turn = index + settings.seed
+        # Regime changes draw from a stream of their own (the vehicle's seed's first child), so a
+        # fleet with them differs from one without only where and because a vehicle tows.
+        self._regime_rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(index, 0))) \
+            if settings.regime_changes > 0 else None
+        self._stretches: deque[_Stretch] = deque()
+        self._next_stretch_frame = 0
+        self._last_reported: list[float] | None = None     # the previous reading, as reported
 
     # --- driving profile -------------------------------------------------------------------------
     def _samples(self, seconds: float) -> int:
@@ -177,12 +242,12 @@ class Vehicle:
         rate = self.settings.failure_rate
         modes = self.settings.failure_modes
         while rate > 0 and self._next_frame < until:
-            length = int(self.rng.integers(5, 41))
+            mode = modes[self._mode_turn % len(modes)]
+            self._mode_turn += 1
+            length = int(self.rng.integers(*_EPISODE_READINGS.get(mode, _FAULT_READINGS)))
             frame = max(length + 1, round(length / rate))
             gap = 1 if frame - length >= 2 else 0       # keep neighbouring episodes apart
             start = self._next_frame + int(self.rng.integers(gap, frame - length - gap + 1))
-            mode = modes[self._mode_turn % len(modes)]
-            self._mode_turn += 1
             self._episodes.append(_Episode(start, length, mode, self._next_frame + gap,
                                            self._next_frame + frame - gap))
             self._next_frame += frame
@@ -216,6 +281,19 @@ class Vehicle:
                          "fans": float(rng.uniform(18, 28))}
         elif ep.mode == "tire_leak":
             ep.params = {"tire": int(rng.integers(4)), "floor": float(rng.uniform(120, 170))}
+        elif ep.mode == "sensor_drift":
+            sensor = list(_DRIFTING)[int(rng.integers(len(_DRIFTING)))]
+            sign = 1.0 if rng.random() < 0.5 else -1.0
+            ep.params = {"sensor": _NUMERIC.index(sensor), "end": sign * float(rng.uniform(*_DRIFTING[sensor]))}
+        elif ep.mode == "sensor_stuck":
+            sensor = _STICKING[int(rng.integers(len(_STICKING)))]
+            if sensor in _STICKING_IF_RUNNING:
+                self._ensure_profile(ep.end)
+                window = slice(ep.start - self._base, ep.end - self._base)
+                if not (self._on[window].all() and (sensor != "speed_kmh" or (self._speed[window] > 0.5).any())):
+                    noisy = [s for s in _STICKING if s not in _STICKING_IF_RUNNING]
+                    sensor = noisy[int(rng.integers(len(noisy)))]
+            ep.params = {"sensor": _NUMERIC.index(sensor)}
         else:
             ep.params = {"volts": float(rng.uniform(11.1, 11.8)), "amps": float(rng.uniform(35, 90)),
                          "drain": float(rng.uniform(0.05, 0.2))}
@@ -235,6 +313,51 @@ class Vehicle:
                 out.append((ep, slice(a - p, b - p), np.arange(a, b) - ep.start))
         return out
 
+    # --- regime changes --------------------------------------------------------------------------
+    def _plan_stretches(self, until: int) -> None:
+        """Plan towing stretches for every frame starting before ``until`` (frames as for failures)."""
+        share, rng = self.settings.regime_changes, self._regime_rng
+        while rng is not None and self._next_stretch_frame < until:
+            length = int(rng.integers(*_TOW_READINGS))
+            frame = max(length + 1, round(length / share))
+            start = self._next_stretch_frame + int(rng.integers(0, frame - length + 1))
+            self._stretches.append(_Stretch(start, length, float(rng.uniform(*_TOW_PULL)),
+                                            float(rng.uniform(*_TOW_AMPS))))
+            self._next_stretch_frame += frame
+
+    def _towing(self, p: int, speed: np.ndarray) -> tuple[np.ndarray | float, np.ndarray | float]:
+        """Power factor and extra amps per reading of the block at ``p`` (1.0 and 0.0: not towing).
+
+        A trailer is hitched and unhitched at a standstill (profile speed exactly 0), so a stretch
+        begins at the first standstill from its planned start and ends at the first one from its
+        planned end (the two waits balance, so the towed share is ``regime_changes`` on average);
+        both may fall in a later block.
+        """
+        if self._regime_rng is None:
+            return 1.0, 0.0
+        n = len(speed)
+        self._plan_stretches(p + n)
+        pull, amps = np.ones(n), np.zeros(n)
+        cursor = 0
+        while self._stretches:
+            s = self._stretches[0]
+            if s.begun is None:
+                first = max(s.start - p, cursor)
+                stops = np.flatnonzero(speed[first:] == 0) if first < n else ()
+                if not len(stops):
+                    break
+                s.begun = p + first + int(stops[0])
+            begin = max(s.begun - p, 0)
+            due = max(s.start + s.length - p, begin)
+            stops = np.flatnonzero(speed[due:] == 0) if due < n else ()
+            end = due + int(stops[0]) if len(stops) else n
+            pull[begin:end], amps[begin:end] = s.pull, s.amps
+            if end == n and not len(stops):
+                break
+            self._stretches.popleft()
+            cursor = end
+        return pull, amps
+
     # --- signals ---------------------------------------------------------------------------------
     def next_block(self, n: int) -> list[tuple[Any, ...]]:
         """The next ``n`` readings as tuples in ``FIELDS`` order."""
@@ -253,8 +376,9 @@ class Vehicle:
         accel = np.diff(speed, prepend=self.prev_speed) / 3.6 / dt            # m/s^2 over the interval
         self.prev_speed = float(speed[-1])
         moving = speed > 0.5
+        pull, trailer = self._towing(p, speed)      # 1.0 and 0.0 when not towing: the same floats
         # Throttle follows the power asked for; off the pedal when idling, braking or parked.
-        throttle = 3 + 0.17 * speed + 20 * np.maximum(accel, 0) + 1.2 * noise[:, 0]
+        throttle = 3 + 0.17 * pull * speed + 20 * pull * np.maximum(accel, 0) + 1.2 * noise[:, 0]
         throttle = np.clip(np.where(on & moving & (accel > -0.3), throttle, 0), 0, 100)
         # Highest gear that keeps the engine above a shift point that rises with throttle.
         gear_rpm = speed[:, None] * _RPM_PER_KMH * _GEAR_RATIOS
@@ -263,7 +387,7 @@ class Vehicle:
         rpm = np.where(on, np.maximum(wheel_rpm, _IDLE_RPM), 0.0)
         air = np.where(on, 1.5 + rpm / 1000 * (1.3 + 0.3 * throttle), 0.0)
         # Electrical load: ignition loads plus slowly varying accessories (fans, lights, seats).
-        load = np.where(on, 14 + 6 * np.sin(2 * np.pi * t / 900 + self.load_phase), self.parked_load) \
+        load = np.where(on, 14 + 6 * np.sin(2 * np.pi * t / 900 + self.load_phase) + trailer, self.parked_load) \
             + 0.5 * noise[:, 1]
         alternator = 35 + 55 * np.clip((rpm - 800) / 1500, 0, 1)             # A available
         drain = np.zeros(n)
@@ -295,6 +419,8 @@ class Vehicle:
         for ep, sl, i in episodes:
             labels[sl] = [ep.mode] * len(i)
             m = len(i)
+            if ep.mode in SENSOR_FAULTS:
+                continue  # what the sensor reports, below: the physics goes on
             if ep.mode == "engine_vibration":
                 vibration[sl] *= ep.params["factor"] * rng.uniform(0.85, 1.15, m)
             elif ep.mode == "coolant_overheat":
@@ -309,7 +435,7 @@ class Vehicle:
                 j = ep.params["tire"]
                 loss = self.tire_set[j] - ep.params["floor"]
                 tires[sl, j] -= loss * (0.7 * (1 - np.exp(-(i + 1))) + 0.3 * (i + 1) / ep.length)
-            else:
+            elif ep.mode == "battery_drain":
                 # Failed alternator plus a parasitic load: voltage sags, the battery discharges hard.
                 volts[sl] = ep.params["volts"] - 0.012 * i + 0.05 * rng.standard_normal(m)
                 current[sl] = ep.params["amps"] + 3 * rng.standard_normal(m)
@@ -318,12 +444,29 @@ class Vehicle:
         values = np.column_stack([speed, rpm, throttle, coolant, intake, air, volts, level, current, vibration,
                                   tires, ax, ay, az])
         values = np.clip(values, _LOW, _HIGH)
-        columns = [np.round(values[:, c], d).tolist() for c, d in enumerate(_DECIMALS)]
+        reported = [np.round(values[:, c], d) for c, d in enumerate(_DECIMALS)]
+        for ep, sl, i in episodes:
+            if ep.mode in SENSOR_FAULTS:
+                self._sensor_fault(reported, ep, sl, i)
+        self._last_reported = [float(column[-1]) for column in reported]
+        columns = [column.tolist() for column in reported]
         base_ms = self.settings.start_ms + self.offset_ms
         step = self.settings.interval_ms
         times = [EPOCH + timedelta(milliseconds=base_ms + (p + r) * step) for r in range(n)]
         self.pos = p + n
         return list(zip(repeat(self.id), times, *columns, repeat(self.firmware), labels))
+
+    def _sensor_fault(self, reported: list[np.ndarray], ep: _Episode, sl: slice, i: np.ndarray) -> None:
+        """Replace one sensor's reported readings (rounded, in range) in ``sl`` by ``faulty_reading``."""
+        c = int(ep.params["sensor"])
+        if ep.mode == "sensor_stuck" and "value" not in ep.params:
+            # The episode starts in this block (i[0] == 0): freeze at the reading before it.
+            before = reported[c][sl.start - 1] if sl.start > 0 else \
+                (self._last_reported[c] if self._last_reported is not None else reported[c][0])
+            ep.params["value"] = float(before)
+        column = reported[c]  # np.round's own array, not a view of the physics
+        column[sl] = np.round(np.clip(faulty_reading(column[sl], ep.mode, ep.params, i, ep.length),
+                                      _LOW[c], _HIGH[c]), _DECIMALS[c])
 
     def _integrate(self, on: np.ndarray, air: np.ndarray, load: np.ndarray, alternator: np.ndarray,
                    speed: np.ndarray, drain: np.ndarray) -> tuple[np.ndarray, ...]:

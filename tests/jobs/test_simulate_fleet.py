@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -10,11 +11,24 @@ import pandas as pd
 import pytest
 
 from connectors import schema_store
-from connectors.avro_serde import AvroDeserializer, AvroSerializer, load_schema
+from connectors.avro_serde import AvroDeserializer, AvroSerializer, label_values, load_schema
 from connectors.kafka_io import read_all
 from connectors.kafka_io import describe_topic
-from jobs.simulate_fleet import main
-from jobs.simulation import FAILURE_MODES, FleetSettings, event_time_ms, generate
+from jobs.simulate_fleet import SimulateOptions, fleet_settings, main
+from jobs.simulation import (
+    DEFAULT_MODES,
+    FAILURE_MODES,
+    HARD_CLI_FLAGS,
+    HARD_FAILURE_RATE,
+    HARD_MODES,
+    HARD_REGIME_CHANGES,
+    FleetSettings,
+    event_time_ms,
+    generate,
+    select_modes,
+    summary,
+)
+from jobs.simulation import vehicle
 
 # Physical ranges as documented in connectors/schemas/telemetry-v1.avsc (kept here on purpose, not
 # imported from the simulator, so a wrong range in the implementation fails this test).
@@ -26,6 +40,18 @@ SCHEMA_RANGES = {
     "tire_pressure_rr_kpa": (0, 400), "accel_x_g": (-2, 2), "accel_y_g": (-2, 2), "accel_z_g": (-1, 3),
 }
 TIRES = ["tire_pressure_fl_kpa", "tire_pressure_fr_kpa", "tire_pressure_rl_kpa", "tire_pressure_rr_kpa"]
+NUMERIC = list(SCHEMA_RANGES)
+# Written out here, like the ranges: the default mix the demo and the other tests' figures rely on.
+THE_DEFAULT_MIX = ("engine_vibration", "coolant_overheat", "tire_leak", "battery_drain")
+# Hard modes as documented in jobs/simulation/vehicle.py: sensors, |drift| at the end, lengths.
+DRIFTS = {"coolant_temp_c": (6, 15), "intake_air_temp_c": (5, 12), "battery_voltage_v": (0.4, 0.9),
+          **{tire: (15, 35) for tire in TIRES}}
+STICKS = ["speed_kmh", "engine_rpm", "coolant_temp_c", "intake_air_temp_c", "intake_air_flow_gs",
+          "battery_voltage_v", *TIRES]
+RESOLUTION = dict(zip(NUMERIC, [0.1, 1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.1, 0.1, 0.01, 0.1, 0.1, 0.1, 0.1,
+                                0.001, 0.001, 0.001]))
+HARD = FleetSettings(vehicles=10, events=30_000, failure_rate=0.15, failure_modes=HARD_MODES, seed=5)
+TOWING = FleetSettings(vehicles=8, events=32_000, failure_rate=0.02, seed=5)
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +63,36 @@ def fleet() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def normal(fleet: pd.DataFrame) -> pd.DataFrame:
     return fleet[fleet.failure_label.isna()]
+
+
+@pytest.fixture(scope="module")
+def hard() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(what the sensors report, the truth): the same fleet of sensor faults, generated again with
+    the faulty sensors reading true (sensor faults draw nothing at reading time, so only they differ)."""
+    reported = pd.DataFrame(generate(HARD))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vehicle, "faulty_reading", lambda truth, *_: truth)
+        truth = pd.DataFrame(generate(HARD))
+    return reported, truth
+
+
+@pytest.fixture(scope="module")
+def towing() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(without, with regime changes): the same fleet and seed, 30 % of the readings towing."""
+    return pd.DataFrame(generate(TOWING)), pd.DataFrame(generate(dataclasses.replace(TOWING, regime_changes=0.3)))
+
+
+def episodes(frame: pd.DataFrame, mode: str) -> list[pd.DataFrame]:
+    """The labelled runs of ``mode``, each with the reading before it as its first row; runs cut
+    by the end of a vehicle's readings are left out."""
+    out = []
+    for _, g in frame.groupby("vehicle_id"):
+        label = g.failure_label.fillna("")
+        runs = (label != label.shift()).cumsum()
+        for _, run in g.groupby(runs):
+            if run.failure_label.iloc[0] == mode and run.index[-1] != g.index[-1] and run.index[0] != g.index[0]:
+                out.append(g.loc[g.index[g.index.get_loc(run.index[0]) - 1]:run.index[-1]])
+    return out
 
 
 def test_same_seed_same_events_and_shorter_runs_are_prefixes():
@@ -64,10 +120,19 @@ def test_records_are_in_event_time_order_with_a_fixed_interval_per_vehicle(fleet
 def test_labelled_share_matches_the_failure_rate_and_every_mode_occurs(fleet: pd.DataFrame):
     labels = Counter(fleet.failure_label.fillna("normal"))
     assert abs(1 - labels["normal"] / len(fleet) - 0.05) <= 0.01
-    assert set(labels) == {"normal", *FAILURE_MODES}
-    for mode in FAILURE_MODES:
+    assert set(labels) == {"normal", *THE_DEFAULT_MIX}  # the hard modes are opt-in
+    for mode in THE_DEFAULT_MIX:
         assert labels[mode] >= 40  # ~250 expected each, from ~11 episodes
-    assert all(label is None or label in FAILURE_MODES for label in fleet.failure_label)
+
+
+def test_the_default_mix_is_unchanged_and_every_label_is_in_the_schema():
+    assert FleetSettings().failure_modes == DEFAULT_MODES == THE_DEFAULT_MIX
+    assert FleetSettings().regime_changes == 0
+    assert HARD_MODES == ("sensor_drift", "sensor_stuck")
+    assert FAILURE_MODES == label_values(load_schema()) == (*THE_DEFAULT_MIX, *HARD_MODES)
+    assert select_modes(["hard"]) == HARD_MODES and select_modes(["all"]) == FAILURE_MODES
+    assert select_modes(["default", "sensor_stuck", "tire_leak"]) == (*THE_DEFAULT_MIX, "sensor_stuck")
+    assert select_modes(["sensor_stuck", "gremlins"]) == ("sensor_stuck", "gremlins")  # refused by FleetSettings
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.01, 0.2])
@@ -157,7 +222,7 @@ def test_physics_of_motion(fleet: pd.DataFrame, normal: pd.DataFrame):
 
 
 def test_failure_modes_leave_the_normal_envelope(fleet: pd.DataFrame, normal: pd.DataFrame):
-    modes = {m: fleet[fleet.failure_label == m] for m in FAILURE_MODES}
+    modes = {m: fleet[fleet.failure_label == m] for m in THE_DEFAULT_MIX}
     assert modes["coolant_overheat"].coolant_temp_c.between(104, 135).all()
     assert modes["coolant_overheat"].coolant_temp_c.max() >= 110
     leak = modes["tire_leak"][TIRES]
@@ -200,6 +265,8 @@ def test_start_and_interval_are_honoured():
     ({"failure_rate": -0.1}, "-0.1"), ({"failure_rate": math.nan}, "nan"), ({"interval_s": 0}, "0"),
     ({"interval_s": math.inf}, "inf"), ({"seed": -1}, "-1"), ({"start": datetime(2026, 1, 1)}, "2026"),
     ({"firmware_versions": ()}, "()"), ({"failure_modes": ("flat_battery",)}, "flat_battery"),
+    ({"failure_modes": ("sensor_stuck", "sensor_stuck")}, "sensor_stuck"), ({"failure_modes": ("hard",)}, "hard"),
+    ({"regime_changes": 1.0}, "1.0"), ({"regime_changes": -0.5}, "-0.5"), ({"regime_changes": math.nan}, "nan"),
 ])
 def test_bad_settings_raise_value_error_naming_the_value(kwargs: dict, named: str):
     with pytest.raises(ValueError, match=named.replace("(", r"\(").replace(")", r"\)")):
@@ -209,6 +276,7 @@ def test_bad_settings_raise_value_error_naming_the_value(kwargs: dict, named: st
 @pytest.mark.parametrize(("flags", "named"), [
     (["--rate", "20", "--interval", "1"], "--interval"), (["--rate", "20", "--start", "fixed"], "--start"),
     (["--start", "yesterday"], "yesterday"), (["--failure-rate", "1.5"], "1.5"), (["--vehicles", "0"], "0"),
+    (["--failure-modes", "hard,gremlins"], "gremlins"), (["--regime-changes", "1.25"], "1.25"),
 ])
 def test_cli_rejects_bad_flags_before_touching_kafka(flags: list[str], named: str,
                                                    capsys: pytest.CaptureFixture[str]):
@@ -234,7 +302,7 @@ def test_main_produces_every_event_and_registers_the_schema(kafka_bootstrap: str
                  "--partitions", "3", "--bootstrap-servers", kafka_bootstrap]) == 0
     out = capsys.readouterr().out
     assert "produced 2000 events" in out and topic in out
-    assert all(mode in out for mode in FAILURE_MODES)
+    assert all(f"{mode}=" in out for mode in THE_DEFAULT_MIX) and "sensor_" not in out
     assert describe_topic(kafka_bootstrap, topic).messages == 2000
     assert schema_store.lookup(kafka_bootstrap, topic) == load_schema()
     deserialize = AvroDeserializer(load_schema())
@@ -242,3 +310,135 @@ def test_main_produces_every_event_and_registers_the_schema(kafka_bootstrap: str
         record = deserialize(msg.value())
         assert msg.key() == record["vehicle_id"].encode()
         assert msg.timestamp()[1] == event_time_ms(record)
+
+
+# --- the hard modes and the regime change ------------------------------------------------------------
+
+def test_hard_modes_appear_with_their_labels_only_when_selected(hard):
+    reported, _ = hard
+    labels = Counter(reported.failure_label.fillna("normal"))
+    assert set(labels) == {"normal", *HARD_MODES}
+    assert abs(1 - labels["normal"] / len(reported) - 0.15) <= 0.03
+    lengths = {mode: [len(e) - 1 for e in episodes(reported, mode)] for mode in HARD_MODES}
+    assert len(lengths["sensor_drift"]) >= 8 and len(lengths["sensor_stuck"]) >= 8
+    assert 60 <= min(lengths["sensor_drift"]) and max(lengths["sensor_drift"]) <= 300  # long and slow
+    assert 20 <= min(lengths["sensor_stuck"]) and max(lengths["sensor_stuck"]) <= 180
+    mixed = Counter(r["failure_label"] for r in generate(
+        FleetSettings(vehicles=6, events=20_000, failure_rate=0.1, failure_modes=(*DEFAULT_MODES, *HARD_MODES))))
+    assert set(mixed) == {None, *FAILURE_MODES}
+
+
+def test_sensor_faults_change_what_one_sensor_reports_never_the_physics(hard):
+    reported, truth = hard
+    assert reported.failure_label.equals(truth.failure_label)
+    differs = reported[NUMERIC].ne(truth[NUMERIC])
+    assert not differs[reported.failure_label.isna()].any().any()  # reads true again after the episode
+    for mode in HARD_MODES:
+        for e in episodes(reported, mode):
+            assert differs.loc[e.index].any().sum() == 1, (mode, e.index[0])
+
+
+def test_sensor_drift_ramps_one_sensor_away_from_the_truth(hard):
+    reported, truth = hard
+    drifts = episodes(reported, "sensor_drift")
+    seen = set()
+    for e in drifts:
+        during = e.index[1:]
+        offset = reported.loc[during, NUMERIC] - truth.loc[during, NUMERIC]
+        (column,) = offset.columns[offset.ne(0).any()]
+        seen.add(column)
+        ramp, res = offset[column].to_numpy(), RESOLUTION[column]
+        low, high = DRIFTS[column]
+        assert low - res <= abs(ramp[-1]) <= high + res, (column, ramp[-1])
+        assert (np.sign(ramp[ramp != 0]) == np.sign(ramp[-1])).all()
+        assert (np.diff(np.abs(ramp)) >= -1e-9).all()  # monotonically away from the truth
+        linear = ramp[-1] * np.arange(1, len(ramp) + 1) / len(ramp)
+        assert np.abs(ramp - linear).max() <= res + 1e-9  # a straight ramp from ~0 to its end
+        assert abs(ramp[0]) <= abs(ramp[-1]) / 50 + res  # starts inside the normal noise
+    assert seen <= set(DRIFTS) and len(seen) >= 4
+
+
+def test_sensor_stuck_repeats_its_last_good_reading_while_the_others_go_on(hard):
+    reported, truth = hard
+    stuck = episodes(reported, "sensor_stuck")
+    seen = set()
+    for e in stuck:
+        during = e.index[1:]
+        differs = reported.loc[during, NUMERIC].ne(truth.loc[during, NUMERIC])
+        (column,) = differs.columns[differs.any()]
+        seen.add(column)
+        assert (reported.loc[during, column] == e[column].iloc[0]).all()  # exactly the reading before
+        assert truth.loc[during, column].nunique() > 1  # ... while the truth moved on
+        others = [c for c in ("coolant_temp_c", "battery_voltage_v", *TIRES) if c != column]
+        assert (reported.loc[during, others].nunique() > 1).all()
+    assert seen <= set(STICKS) and len(seen) >= 4
+
+
+def test_hard_modes_and_regime_changes_are_deterministic_by_seed():
+    settings = dataclasses.replace(HARD, vehicles=4, events=8000, regime_changes=0.2)
+    a = list(generate(settings))
+    assert a == list(generate(settings))
+    assert list(generate(dataclasses.replace(settings, events=3333))) == a[:3333]
+    b = list(generate(dataclasses.replace(settings, seed=6)))
+    assert [r["failure_label"] for r in a] != [r["failure_label"] for r in b]
+
+
+def test_a_regime_change_shifts_load_rpm_and_coolant_without_a_label(towing):
+    before, after = towing
+    # Only the vehicles' work changes: the drive, the labels and the failure episodes stay.
+    assert after.failure_label.equals(before.failure_label)
+    for column in ("speed_kmh", "accel_x_g", "accel_y_g", "accel_z_g", *TIRES):
+        assert after[column].equals(before[column]), column
+    towed = after.throttle_pct.ne(before.throttle_pct)
+    moving = (before.speed_kmh > 5) & (before.engine_rpm > 0)
+    assert abs((towed & moving).sum() / moving.sum() - 0.3) <= 0.1
+    assert (after.throttle_pct >= before.throttle_pct).all() and towed.any()
+    pulled = ((after.throttle_pct - 3) / (before.throttle_pct - 3))[towed & (before.throttle_pct > 10)]
+    assert 1.6 <= pulled.median() <= 2.2
+    assert (after.intake_air_flow_gs[towed] > before.intake_air_flow_gs[towed]).all()
+    assert (after.engine_vibration_mm_s[towed] > before.engine_vibration_mm_s[towed]).all()
+    rpm_up = after.engine_rpm[towed] - before.engine_rpm[towed]
+    assert (rpm_up >= 0).all() and (rpm_up > 300).mean() > 0.1  # lower gears on part of the drive
+    warm = towed & (before.coolant_temp_c > 80)
+    coolant_up = (after.coolant_temp_c - before.coolant_temp_c)[warm]
+    assert coolant_up.groupby(before.vehicle_id[warm]).mean().gt(0.3).all()  # every vehicle runs warmer
+    running = towed & (before.engine_rpm > 0)
+    sag = (after.battery_voltage_v - before.battery_voltage_v)[running]
+    assert (sag <= 0).all() and sag.mean() < -0.01  # the trailer's lights and brakes load the alternator
+    # ... and it lasts: a few long stretches per vehicle, not a scatter of readings. While the
+    # pedal is pressed (and not floored), every towed reading shows, so count the switches there.
+    pressed = before.throttle_pct.between(10, 50) & (before.engine_rpm > 0)
+    for vehicle_id, g in towed[pressed].groupby(before.vehicle_id[pressed]):
+        switches = int(g.astype(int).diff().abs().sum())
+        assert 1 <= switches <= 12 and g.sum() > 150, (vehicle_id, switches)
+
+
+def test_regime_changes_off_leave_the_output_exactly_as_before(towing):
+    before, _ = towing
+    explicit = generate(dataclasses.replace(TOWING, events=4000, regime_changes=0.0, failure_modes=THE_DEFAULT_MIX))
+    pd.testing.assert_frame_equal(pd.DataFrame(explicit), before.iloc[:4000])
+
+
+def test_cli_options_select_modes_and_regime_changes():
+    fleet = fleet_settings(SimulateOptions(failure_modes=["hard"], regime_changes=0.1))
+    assert fleet.failure_modes == HARD_MODES and fleet.regime_changes == 0.1
+    assert HARD_CLI_FLAGS == ("--failure-rate", "0.1", "--regime-changes", "0.1")
+    assert (HARD_FAILURE_RATE, HARD_REGIME_CHANGES) == (0.1, 0.1)
+    assert fleet_settings(SimulateOptions()).failure_modes == THE_DEFAULT_MIX
+    both = fleet_settings(SimulateOptions(failure_modes=["default", "hard"]))
+    assert both.failure_modes == FAILURE_MODES
+    line = summary(Counter({None: 90, "sensor_drift": 6, "sensor_stuck": 4}), "t", both.failure_modes)
+    assert line.endswith("tire_leak=0, battery_drain=0, sensor_drift=6, sensor_stuck=4")
+
+
+@pytest.mark.kafka
+def test_main_produces_the_hard_modes_when_asked(kafka_bootstrap: str, new_topic, capsys: pytest.CaptureFixture[str]):
+    topic = new_topic("hard")
+    assert main(["--topic", topic, "--events", "6000", "--vehicles", "4", "--failure-modes", "hard", *HARD_CLI_FLAGS,
+                 "--bootstrap-servers", kafka_bootstrap]) == 0
+    out = capsys.readouterr().out
+    assert "produced 6000 events" in out and "tire_leak" not in out
+    deserialize = AvroDeserializer(load_schema())
+    labels = Counter(deserialize(msg.value())["failure_label"] for msg in read_all(kafka_bootstrap, topic))
+    assert set(labels) == {None, *HARD_MODES}
+    assert all(f"{mode}={labels[mode]}" in out for mode in HARD_MODES)
