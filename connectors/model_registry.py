@@ -328,13 +328,19 @@ def default_alias(state: ModelState) -> str:
     return CHALLENGER if CHAMPION in state.aliases else CHAMPION
 
 
-def compatible(manifest: dict[str, Any], features: list[str], schema: str | None) -> str | None:
-    """Why a model cannot score a job's input (None when it can): features and their order, schema."""
+def compatible(manifest: dict[str, Any], features: list[str], schema: str | None,
+               context: int | None = None) -> str | None:
+    """Why a model cannot score a job's input (None when it can): features and their order, schema,
+    and (``context``: the readings per entity the job provides) the model's window."""
     names = list(manifest["features"]["names"])
     if names != list(features):
         if sorted(names) == sorted(features):
             return f"its features are in another order ({names} vs the job's {list(features)})"
         return f"it expects features {names}, the job reads {list(features)}"
+    window = int(manifest["features"].get("window", 1))
+    if context is not None and window > context:
+        return (f"it reads the last {window} readings of each entity, the job provides {context} "
+                f"(restart the job with --context {window} or more)")
     theirs = manifest.get("schema")
     if schema and theirs and theirs.split("@")[-1] != schema.split("@")[-1]:
         return f"it was trained on schema {theirs}, the job reads {schema}"

@@ -16,16 +16,21 @@ decoded, validated and scored:
   ``<entity>_pseudonym`` (a keyed HMAC: ``p-`` + 20 hex; never the raw id);
 * the schema's derived features (``vigil.derived``) whose inputs the schema has, DOUBLE;
 * ``score`` DOUBLE (higher = more anomalous), ``is_anomaly`` BOOLEAN (score above the model's
-  threshold), ``model_version`` STRING (the model that scored it);
+  threshold; never while the entity is warming up), ``model_version`` STRING (the model that
+  scored it), ``partial`` STRING (null for a full reading; else the sensors imputed and/or
+  ``warming up (k of W readings)``: udfs/feature_set.py);
 * ``source_partition`` INT, ``source_offset`` BIGINT: the input record, exactly.
 
-**Alert** (``<input>.alerts``, key: the entity pseudonym): the entity pseudonym; the time column,
-``score``, ``model_version``, the label column (when the schema has one), ``source_partition``
-and ``source_offset`` of the reading that raised the alert; ``anomalies`` INT (anomalous
-readings behind it: 1 for a per-reading alert), ``window_seconds`` DOUBLE (the event-time
-window they fell in; 0 for one reading), ``first_event_time`` / ``last_event_time``,
-``max_score`` and ``readings``: ARRAY of ROW(event_time, score, source_partition, source_offset,
-label), the readings behind the alert.
+**Alert** (``<input>.alerts``, key: the entity pseudonym): an event of an alarm episode
+(udfs/alert_rules.Hysteresis): the entity pseudonym; ``episode_id`` (entity pseudonym, partition
+and offset of its first anomalous reading: the same on a replay); ``status`` (``open`` when the
+alarm starts, ``closed`` when it ends); the time column, ``score``, ``model_version``, the label
+column (when the schema has one), ``source_partition`` and ``source_offset`` of the reading that
+caused the event; ``anomalies`` INT (anomalous readings in the episode so far),
+``first_event_time`` / ``last_event_time`` (its first and last anomalous reading), ``ended_at``
+(the time of the reading that closed it; null while open), ``max_score`` (its peak) and
+``readings``: ARRAY of ROW(event_time, score, source_partition, source_offset, label), its
+first anomalous readings (at most 16). A per-reading alert is an episode of one reading.
 
 **Dead letter** (``<input>.dlq``, key: ``key_pseudonym``): ``reason`` (``stage: detail``),
 ``stage`` (undecodable | impossible_value | validation_failed | unscorable), ``source_topic``,
@@ -51,7 +56,8 @@ from connectors.avro_serde import derived_features, roles
 from connectors.errors import SchemaError
 
 STAGES = ("undecodable", "impossible_value", "validation_failed", "unscorable")
-SCORE_FIELDS = ("score", "is_anomaly", "model_version")
+SCORE_FIELDS = ("score", "is_anomaly", "model_version", "partial")
+ALERT_STATUSES = ("open", "closed")
 SOURCE_FIELDS = ("source_partition", "source_offset")
 READING_FIELDS = ("event_time", "score", "source_partition", "source_offset", "label")
 PARTITION_FIELDS = ("dt", "hr")
@@ -191,22 +197,24 @@ def outputs(schema: dict[str, Any]) -> Outputs:
         *decoded,
         *[Column(name, DataTypes.DOUBLE()) for name in derived],
         Column("score", DataTypes.DOUBLE()), Column("is_anomaly", DataTypes.BOOLEAN()),
-        Column("model_version", DataTypes.STRING()),
+        Column("model_version", DataTypes.STRING()), Column("partial", DataTypes.STRING()),
         *source,
     ]), key=entity)
     types = {c.name: c.type for c in decoded}
     timestamp = DataTypes.TIMESTAMP(3)
     alerts = Contract("alerts", tuple([
         Column(entity, DataTypes.STRING()),
+        Column("episode_id", DataTypes.STRING()),
+        Column("status", DataTypes.STRING()),
         *([Column(time_col, types[time_col])] if time_col else []),
         Column("score", DataTypes.DOUBLE()),
         Column("model_version", DataTypes.STRING()),
         *([Column(label, DataTypes.STRING())] if label else []),
         *source,
         Column("anomalies", DataTypes.INT()),
-        Column("window_seconds", DataTypes.DOUBLE()),
         Column("first_event_time", timestamp),
         Column("last_event_time", timestamp),
+        Column("ended_at", timestamp),
         Column("max_score", DataTypes.DOUBLE()),
         Column("readings", DataTypes.ARRAY(reading_type())),
     ]), key=entity)

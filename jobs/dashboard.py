@@ -9,7 +9,8 @@ polls ``/api/state`` every 2 s while a scoring job runs. The dashboard reads ``<
 consumer: read_committed (only what the job committed), from the earliest offset, no consumer
 group offsets committed, topics that appear later are picked up within seconds. It shows
 
-* the alert feed, newest event time first (entity pseudonym, event time, score, label, model);
+* the alert feed: one row per alarm episode (open or closed, its anomalous readings and peak score), newest
+  first (entity pseudonym, first event time, label, model);
 * one entity's scores over event time with the threshold of the model version behind each score
   (from the model registry, looked up once per version), by default the entity of the newest alert;
 * the anomaly rate and dead-letter rate per minute of *arrival* (the Kafka timestamp of the
@@ -156,6 +157,7 @@ class DashboardState:
         self._lock = threading.Lock()
         self._entities: OrderedDict[str, _Entity] = OrderedDict()  # least recently seen first
         self._alerts: list[tuple[int, int, dict[str, Any]]] = []    # min-heap of (event ms, seq, alert)
+        self._episodes: dict[str, dict[str, Any]] = {}              # episode_id -> its alert in the feed
         self._minutes: dict[int, _Minute] = {}
         self._versions: Counter[str] = Counter()
         self._version_anomalies: Counter[str] = Counter()
@@ -254,24 +256,34 @@ class DashboardState:
                                     version, label))
 
     def _add_alert(self, record: dict[str, Any], arrival_ms: int | None) -> None:
+        """An alarm episode's event: ``open`` adds an alert to the feed, ``closed`` updates it in place."""
         f = self.fields
-        event_time = record.get(f.time) if f.time else record.get("last_event_time")
+        event_time = record.get("first_event_time") or (record.get(f.time) if f.time else None)
         event = epoch_ms(event_time)
         if event is None:
             event = arrival_ms or 0
-        alert = {"entity": record.get(f.entity), "event_time": event_time, "event_ms": event,
-                 "score": _finite(record.get("score")), "max_score": _finite(record.get("max_score")),
-                 "label": record.get(f.label) if f.label else None, "model_version": record.get("model_version"),
-                 "anomalies": record.get("anomalies"), "window_seconds": record.get("window_seconds"),
+        update = {"status": record.get("status"), "score": _finite(record.get("score")),
+                  "max_score": _finite(record.get("max_score")), "anomalies": record.get("anomalies"),
+                  "ended_at": record.get("ended_at"), "last_event_time": record.get("last_event_time")}
+        episode = record.get("episode_id") or f"p{record.get('source_partition')}@{record.get('source_offset')}"
+        known = self._episodes.get(episode)
+        if known is not None:  # the same episode again (its close, or a replayed open)
+            known.update({k: v for k, v in update.items() if v is not None or k == "ended_at"})
+            return
+        alert = {"entity": record.get(f.entity), "episode_id": episode, "event_time": event_time, "event_ms": event,
+                 **update, "label": record.get(f.label) if f.label else None,
+                 "model_version": record.get("model_version"),
                  "source": f"p{record.get('source_partition')}@{record.get('source_offset')}",
                  "arrival_ms": arrival_ms}
         self.totals["alerts"] += 1
         self._seq += 1
         item = (event, self._seq, alert)
+        self._episodes[episode] = alert
         if len(self._alerts) < self.alerts_kept:
             heapq.heappush(self._alerts, item)
         else:
-            heapq.heappushpop(self._alerts, item)  # drops the oldest event time of all
+            dropped = heapq.heappushpop(self._alerts, item)  # drops the oldest event time of all
+            self._episodes.pop(dropped[2]["episode_id"], None)
         if alert["entity"] is not None:
             entity = self._entity(str(alert["entity"]))
             entity.alerts += 1

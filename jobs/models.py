@@ -19,6 +19,7 @@ from typing import Any
 
 from connectors.model_registry import ModelRegistry, RegistryError
 from connectors.model_store import ModelStoreError
+from udfs.feature_set import FeatureSet
 from vigil.commands import Options, command, group, option
 from vigil.settings import VigilSettings
 
@@ -68,10 +69,16 @@ def show(settings: VigilSettings, o: RefOptions) -> int:
     print(f"{version.ref}  (aliases: {', '.join(state.aliases_of(version.number)) or 'none'})")
     print(f"  created     {version.created_at} by {version.by}: {version.reason}")
     print(f"  artifact    {version.artifact} ({', '.join(sorted(manifest.get('files', {})))})")
-    print(f"  model       {json.dumps(manifest.get('model', {}))}")
+    model = manifest.get("model", {})
+    members = model.get("members") or [model] if model else []
+    summary = {k: v for k, v in model.items() if k not in ("members", "score")}
+    print(f"  model       {json.dumps({**summary, 'members': len(members)})}")
     print(f"  schema      {manifest.get('schema')}")
     print(f"  features    {', '.join(manifest['features']['names'])}")
-    print(f"  threshold   {manifest['threshold']:.6g} (q={manifest.get('threshold_quantile')})")
+    print(f"  reads       {FeatureSet.from_dict(manifest['features']).describe()}")
+    rule = manifest.get("threshold_rule") or {"quantile": manifest.get("threshold_quantile"), "margin": 1}
+    print(f"  threshold   {manifest['threshold']:.6g} ({rule['margin']:g} x the {rule['quantile']} quantile of the "
+          f"validation scores)")
     print(f"  evaluation  {json.dumps(_figures(manifest))}")
     if kafka:
         ranges = ", ".join(f"p{r['partition']}:{r['start']}..{r['end']}" for r in kafka.get("ranges", []))

@@ -175,8 +175,10 @@ def follow_alerts(bootstrap: str, topic: str, stop_event: threading.Event, shown
                 shown[0] += 1
                 if shown[0] <= limit:
                     label = a.get(OUT.label) or "no label (false alarm?)"
-                    print(f"  ALERT {a[OUT.entity]}  {a[OUT.time][:19]}  score {a['score']:8.3f}"
-                          f"  [{label}]  model {a['model_version']}", flush=True)
+                    what = (f"opens  score {a['score']:8.3f}" if a["status"] == "open" else
+                            f"closes after {a['anomalies']} anomalous reading(s), peak {a['max_score']:8.3f}")
+                    print(f"  ALERT {a[OUT.entity]}  {a[OUT.time][:19]}  {what}  [{label}]  model "
+                          f"{a['model_version']}", flush=True)
                 elif shown[0] == limit + 1:
                     print("  ... (more alerts arrive; the summary counts them all)", flush=True)
     finally:
@@ -198,6 +200,7 @@ def wait_until_scored(bootstrap: str, topic: str, expected: int, timeout: float)
 
 def summarise(bootstrap: str, topic: str, tier: str, manifest: dict[str, Any], produced: int,
               live_from: str) -> None:
+    import numpy as np
     import pandas as pd
 
     from jobs.training.trainer import classification_metrics
@@ -205,11 +208,15 @@ def summarise(bootstrap: str, topic: str, tier: str, manifest: dict[str, Any], p
     scored = pd.DataFrame([json.loads(m.value()) for m in read_all(bootstrap, f"{topic}.scored")],
                           columns=OUT.scored.names)
     dlq = [json.loads(m.value()) for m in read_all(bootstrap, f"{topic}.dlq")]
-    alerts = sum(1 for _ in read_all(bootstrap, f"{topic}.alerts"))
-    metrics = classification_metrics(scored["score"].to_numpy(), manifest["threshold"], scored[OUT.label])
+    episodes = sum(json.loads(m.value())["status"] == "open" for m in read_all(bootstrap, f"{topic}.alerts"))
+
+    def flags(rows: pd.DataFrame) -> np.ndarray:
+        return rows["is_anomaly"].fillna(False).to_numpy(dtype=bool)
+
+    metrics = classification_metrics(flags(scored), scored[OUT.label])
     print(f"  events produced      {produced}")
     print(f"  events scored        {len(scored)}  (model version(s): {', '.join(sorted(set(scored['model_version'])))})")
-    print(f"  anomalies / alerts   {int(scored['is_anomaly'].sum())} / {alerts}")
+    print(f"  anomalies / alarm episodes  {int(flags(scored).sum())} / {episodes}")
     print(f"  dead letters         {len(dlq)}: " + ", ".join(f"{k} {v}" for k, v in
                                                           Counter(d['stage'] for d in dlq).most_common()))
     for d in dlq:
@@ -220,7 +227,7 @@ def summarise(bootstrap: str, topic: str, tier: str, manifest: dict[str, Any], p
     print("      recall by failure mode: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics["recall_by_mode"].items()))
     live = scored[scored[OUT.time] >= live_from]
     if len(live):
-        m = classification_metrics(live["score"].to_numpy(), manifest["threshold"], live[OUT.label])
+        m = classification_metrics(flags(live), live[OUT.label])
         print(f"      live traffic only ({m['rows']} readings, {m['anomalies']} labelled): precision {m['precision']:.3f}"
               f"  recall {m['recall']:.3f}  false-positive rate {m['false_positive_rate']:.4f}")
     folder = tier.removeprefix("file://")

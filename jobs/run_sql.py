@@ -135,9 +135,34 @@ def placeholders(options: RunSqlOptions, settings: VigilSettings, schema: dict[s
         "TELEMETRY_COLUMNS": ",\n  ".join(f"`{name}` {sql_type(dtype)}" for name, dtype in columns),
         "SCORED_COLUMNS": out.scored.sql_columns(),
         "SCORED_SELECT": ",\n       ".join(scored_select(schema)),
-        "FEATURE_COLUMNS": ", ".join(f"`{name}`" for name in features),
+        **context_fragments(schema, names, features, int(manifest["features"].get("window") or 1)),
     })
     return values
+
+
+def context_fragments(schema: dict[str, Any], names: list[str], features: list[str], window: int) -> dict[str, str]:
+    """FEATURE_COLUMNS (ANOMALY's arguments), SCORING_INPUT (what it reads) and PROC_COLUMN.
+
+    A point model reads the telemetry table's columns. A model with a window reads each reading with
+    its entity's ``window - 1`` previous ones: LAG over an OVER window per raw entity id in arrival
+    order (processing time), the arguments laid out as the jobs pass them (jobs/core/scoring)."""
+    from jobs.core.scoring import context_columns, context_time
+
+    out = outputs(schema)
+    if window <= 1:
+        return {"FEATURE_COLUMNS": ", ".join(f"`{name}`" for name in features), "SCORING_INPUT": "telemetry",
+                "PROC_COLUMN": ""}
+    time_col = context_time(out)
+    entity = out.entity.removesuffix("_pseudonym")
+    lags = [f"LAG(`{f}`, {k}) OVER w AS `{f}__lag{k}`" for k in range(1, window) for f in features]
+    lags += [f"LAG(`{time_col}`, {k}) OVER w AS `_time__lag{k}`" for k in range(1, window)]
+    keep = [f"`{c}`" for c in [*names, "kafka_partition", "kafka_offset", "kafka_timestamp"]]
+    return {
+        "FEATURE_COLUMNS": ", ".join(f"`{c}`" for c in context_columns(features, window, time_col)),
+        "SCORING_INPUT": (f"(SELECT {', '.join(keep)},\n    {', '.join(lags)}\n  FROM telemetry "
+                          f"WINDOW w AS (PARTITION BY `{entity}` ORDER BY `_proc`))"),
+        "PROC_COLUMN": ",\n  `_proc` AS PROCTIME()",
+    }
 
 
 def scored_select(schema: dict[str, Any]) -> list[str]:
@@ -145,7 +170,7 @@ def scored_select(schema: dict[str, Any]) -> list[str]:
     out = outputs(schema)
     entity = out.entity.removesuffix("_pseudonym")
     special = {out.entity: f"PSEUDONYM(`{entity}`)", "score": "s.score", "is_anomaly": "s.is_anomaly",
-               "model_version": "s.model_version", "source_partition": "kafka_partition",
+               "model_version": "s.model_version", "partial": "s.partial", "source_partition": "kafka_partition",
                "source_offset": "kafka_offset", **out.derived}
     return [f"CAST({special.get(c.name, f'`{c.name}`')} AS {sql_type(c.type)}) AS `{c.name}`"
             for c in out.scored.columns]

@@ -1,12 +1,13 @@
 """Score every event through the DataStream API, keyed by entity, with per-entity alert state.
 
-    python -m jobs.score_events_stream --input telemetry [--alert-count 3 --alert-window 60] [--bounded]
+    python -m jobs.score_events_stream --input telemetry [--alarm-enter 3 --alarm-within 5] [--bounded]
 
 Each record is decoded, pseudonymised, checked (impossible values and the expectation suite) and
-scored with the same parts as the Table job, inside one keyed operator (udfs/score_per_entity).
-What the Table job cannot express simply lives in keyed state: an alert is raised only when an
-entity produces --alert-count anomalous readings within --alert-window seconds of event time
-(udfs/alert_rules.KInWindow), and it carries those readings. One alert per burst.
+scored with the same parts as the Table job, inside one keyed operator (udfs/score_per_entity)
+whose keyed state holds everything per entity: the model's temporal context (the entity's last
+readings), its recent anomaly flags and its alarm episode (udfs/alert_rules.Hysteresis: open
+after --alarm-enter anomalous of --alarm-within readings, closed after --alarm-clear normal
+ones; one open and one closed alert per episode), the same outputs as the Table job.
 
 Outputs (exactly-once Kafka sinks, fields as in connectors/records.py): <input>.stream.scored,
 <input>.stream.alerts and <input>.stream.dlq. Scoring here is per record (the DataStream API has
@@ -21,7 +22,6 @@ from connectors.errors import ConnectorError
 from jobs.core import scoring, scoring_stream
 from jobs.core.execute import execute
 from stack import flink_home
-from udfs.alert_rules import KInWindow
 from vigil.commands import command, option
 from vigil.settings import VigilSettings
 
@@ -32,15 +32,12 @@ class StreamScoreOptions(scoring.ScoreOptions):
     scored_topic: str | None = option(None, "topic for every scored event", show_default="<input>.stream.scored")
     alerts_topic: str | None = option(None, "topic for alerts", show_default="<input>.stream.alerts")
     dlq_topic: str | None = option(None, "topic for dead letters", show_default="<input>.stream.dlq")
-    alert_count: int = option(KInWindow.count, "anomalous readings of one entity that make an alert", ge=1)
-    alert_window: float = option(KInWindow.window_seconds, "seconds of event time they must fall within", gt=0)
 
 
 def run(settings: VigilSettings, options: StreamScoreOptions) -> int:
-    rule = KInWindow(options.alert_count, options.alert_window)
     plan = scoring.plan(settings, options, job=JOB, topic_infix=".stream", tier=False)
-    return execute(settings, plan, lambda raw: scoring_stream.build(raw, plan, rule),
-                   f"model {plan.manifest['version']}, alert on {rule.count} anomalies in {rule.window_seconds:g}s")
+    return execute(settings, plan, lambda raw: scoring_stream.build(raw, plan),
+                   f"model {plan.manifest['version']}, {plan.alarm.describe()}")
 
 
 COMMAND = command(JOB, __doc__, run, options=StreamScoreOptions, settings_flags=scoring.SCORE_SETTINGS_FLAGS,

@@ -4,16 +4,21 @@
 
 No data lake: the job reads the chosen range of every partition of the topic from Kafka (adding
 older Parquet history from the object tier with ``--history`` when retention no longer holds it),
-decodes it with the schema registered for the topic, and learns what *normal* readings look like:
+decodes it with the schema registered for the topic, and learns what *normal* readings look like.
+By default the model reads each reading with its entity's last ``--window`` readings (``--context``:
+window, stats or point), imputes a missing sensor from the entity's closest reading, and is an
+ensemble of ``--members`` autoencoders sized from the input width:
 
 1. ``--eval-fraction`` of the readings is kept aside as the evaluation range: by default every
    n-th block of ``--eval-block-seconds`` of event time (blocked hold-out: no neighbouring,
    autocorrelated readings on both sides, while slow drifts are covered), or with
    ``--eval-split tail`` simply the newest readings;
-2. the rest, minus labelled failures (unless ``--include-labelled``), is split into training and
-   validation rows; training stops early when the validation loss stops improving;
-3. the anomaly threshold is the ``--threshold-quantile`` of the validation rows' reconstruction
-   errors (so ~1 - q of normal readings are flagged);
+2. the rest, minus labelled failures (unless ``--include-labelled``), is split into training rows
+   and validation rows (the newest ``--validation-split`` of them); training stops early when the
+   validation loss stops improving;
+3. the anomaly threshold is ``--threshold-margin`` x the ``--threshold-quantile`` of the
+   validation rows' scores (``expected_false_alarm_rate`` in the metrics: the share of validation
+   rows above it);
 4. where the evaluation range has labels, precision, recall, F1 and the false-positive rate are
    computed and kept in the manifest, next to the exact partition/offset ranges read (lineage).
 
@@ -38,8 +43,16 @@ def run(settings: VigilSettings, options: TrainOptions) -> int:
     manifest = train_from_kafka(settings, options)
     ev = manifest["metrics"].get("evaluation", {})
     print(f"model {manifest['version']} published to {settings.model_store} as {manifest['alias']}")
-    print(f"  features: {len(manifest['features']['names'])}, threshold {manifest['threshold']:.4g} "
-          f"(q={manifest['threshold_quantile']}), epochs {manifest['metrics']['epochs_run']}")
+    from udfs.feature_set import FeatureSet
+
+    metrics = manifest["metrics"]
+    epochs = metrics["epochs_run"] if isinstance(metrics["epochs_run"], list) else [metrics["epochs_run"]]
+    print(f"  reads {FeatureSet.from_dict(manifest['features']).describe()}; {len(epochs)} member(s), epochs "
+          f"{', '.join(map(str, epochs))}")
+    rule, expected = manifest["threshold_rule"], metrics["expected_false_alarm_rate"]
+    print(f"  threshold {manifest['threshold']:.4g} ({rule['margin']:g} x the {rule['quantile']:g} quantile of "
+          f"{expected['validation_readings']} validation readings' scores; "
+          f"{expected['validation_readings_above']:.2%} of them above it)")
     if "precision" in ev:
         print(f"  evaluation on {ev['rows']} readings ({ev['anomalies']} labelled failures): "
               f"precision {ev['precision']:.3f}, recall {ev['recall']:.3f}, F1 {ev['f1']:.3f}, "

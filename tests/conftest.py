@@ -91,4 +91,4 @@ def new_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Callable[
 
 
 # A small autoencoder trained once per session (no Kafka needed): see tests/trained_model.py.
-from tests.trained_model import model_dir, trained_model  # noqa: E402,F401
+from tests.trained_model import model_dir, point_model, trained_model  # noqa: E402,F401

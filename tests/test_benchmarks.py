@@ -1,4 +1,5 @@
-"""The pipeline benchmark runs end to end at its smallest size: every variant reports a rate.
+"""The benchmarks run end to end at their smallest size: every pipeline variant reports a rate, the
+quality benchmark its figures.
 
 No performance is asserted here (house style: measure, don't time); the figures of a smoke run
 are noise. This only proves that ``python -m benchmarks.pipeline`` works against the real broker
@@ -35,3 +36,38 @@ def test_pipeline_benchmark_smoke_reports_every_variant(kafka_bootstrap, flink_a
     assert not latency["exactly_once"] and latency["alerts"] > 0
     assert latency["alert_timestamp"]["p50_ms"] <= latency["alert_timestamp"]["p99_ms"]
     assert "| goal | measured | met? |" in (tmp_path / "pipeline.md").read_text()
+
+
+def test_quality_benchmark_quick_mode_measures_the_default_model_on_real_and_simulated_data(
+        kafka_bootstrap, flink_activated, tmp_path):
+    """``python -m benchmarks.quality --quick``: one real NAB file and the simulator through replay,
+    training from Kafka and the Table job; the figures are computed from the scored topic."""
+    from benchmarks.quality import run as quality
+
+    assert quality.main(["--quick", "--bootstrap-servers", kafka_bootstrap, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "quality.json").read_text())
+    assert result["mode"] == "quick" and result["candidates"] == ["window"]
+    assert set(result["datasets"]) == {*quality.QUICK_NAB, "sim"}
+    for name, entry in result["datasets"].items():
+        (run,) = entry["candidates"]["window"]
+        assert "error" not in run, (name, run)
+        point = run["point"]
+        assert point["readings"] > 0 and point["anomalous"] > 0, name
+        assert 0 <= point["false_alarm_rate"] <= 1 and 0 <= point["f1"] <= 1
+        assert set(run["hysteresis"]) == set(result["hysteresis"])
+    # the simulator's faults are found; the real file's single window is hard (the README says so)
+    sim = result["datasets"]["sim"]["candidates"]["window"][0]["point"]
+    assert sim["f1"] >= 0.5 and sim["false_alarm_rate"] <= 0.05, sim
+    assert {"window/nab", "window/sim"} <= set(result["summary"])
+
+
+@pytest.mark.parametrize("batch", [1000])
+def test_score_function_benchmark_measures_both_models_side_by_side(tmp_path, batch):
+    from benchmarks import score_function
+
+    assert score_function.main(["--quick", "--batches", str(batch), "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "score_function.json").read_text())
+    assert set(result["results"]) == set(score_function.MODELS)
+    for model, (row,) in result["results"].items():
+        assert row["batch"] == batch and all(row[e] > 0 for e in score_function.ENGINES), model
+    assert "default / point" in (tmp_path / "score_function.md").read_text()

@@ -21,24 +21,47 @@ def simulated_frame(events: int = 6000, seed: int = 7, failure_rate: float = 0.0
     return pd.DataFrame(list(simulation.generate(settings)))
 
 
-@pytest.fixture(scope="session")
-def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
-    """(store uri, manifest) of a quickly trained model: version 1 of model ``telemetry``, its champion."""
+def model_inputs(frame: pd.DataFrame, manifest: dict) -> list[pd.Series]:
+    """The ANOMALY arguments for the rows of ``frame`` (in order, per vehicle) for the model of
+    ``manifest``: its sensors, and for a model with a window, each vehicle's earlier readings and
+    the times, as the jobs pass them (udfs/feature_set.context_from_columns)."""
+    from udfs.feature_set import context_from_frame
+
+    names, window = manifest["features"]["names"], manifest["features"].get("window", 1)
+    if window == 1:
+        return [frame[c] for c in names]
+    ctx = context_from_frame(frame.reset_index(drop=True), names, "vehicle_id", "event_time", [], window)
+    sensors = [pd.Series(ctx.values[:, k, j]) for k in range(window) for j in range(len(names))]
+    return sensors + [pd.Series(ctx.times[:, k]) for k in range(window)]
+
+
+def _train(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> tuple[str, dict]:
     schema = load_schema()
     frame = simulated_frame()
-    settings = TrainOptions(epochs=12, quiet=True,
-                             min_rows=100)
+    settings = TrainOptions(epochs=12, quiet=True, min_rows=100, **options)
     work = tmp_path_factory.mktemp("train")
-    fields, model = train(frame, FeatureSet.from_schema(schema), roles(schema)["label"], roles(schema)["time"],
-                          settings, work)
-    model.save(work / "model.keras")
+    trained = train(frame, FeatureSet.from_schema(schema), roles(schema)["label"], roles(schema)["time"],
+                    settings, work, entity_col=roles(schema)["entity"])
+    trained.save(work)
     manifest = {"version": new_version(), "created_at": "2026-01-01T00:00:00+00:00", "schema": schema_id(schema),
-                "model": {"kind": "dense_autoencoder", "hidden": settings.hidden, "file": "model.keras"},
-                **fields, "training": {"sources": {"test": True}}, "libraries": library_versions()}
+                **trained.fields, "training": {"sources": {"test": True}}, "libraries": library_versions()}
     store_dir = tmp_path_factory.mktemp("models")
     registry = ModelRegistry(str(store_dir))
-    version = registry.publish(MODEL, work, manifest)
+    version = registry.publish(name, work, manifest)
     return str(store_dir), registry.manifest(version)
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    """(store uri, manifest) of a quickly trained model with the trainer's defaults (each vehicle's
+    last readings in a window, an ensemble): version 1 of model ``telemetry``, its champion."""
+    return _train(tmp_path_factory, MODEL)
+
+
+@pytest.fixture(scope="session")
+def point_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    """The same, reading each reading alone (``--context point``, one member): ``ANOMALY(sensors...)``."""
+    return _train(tmp_path_factory, MODEL, context="point", members=1)
 
 
 @pytest.fixture

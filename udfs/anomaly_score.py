@@ -1,11 +1,18 @@
 """ANOMALY(...): the autoencoder's reconstruction error as a vectorized (pandas) Flink UDF.
 
-Returns one row per input row: ``score`` (higher = more anomalous; null when any feature is
-null, NaN or infinite — such rows are unscorable and the scoring jobs route them to the DLQ),
-``is_anomaly`` (score above the model's calibrated threshold; null when the score is null) and
-``model_version`` (``name@N``: the registry version that produced the score; ``none`` when no
-usable model could be loaded, and then every score is null: the rows go to the DLQ as
-unscorable instead of the job failing).
+Arguments: the model's sensor columns for the current reading, in the manifest's order; for a model
+with temporal context (udfs/feature_set.py) also each of the entity's W - 1 earlier readings'
+sensor columns (the jobs get them with LAG over an OVER window per entity) and then the W event
+times (the current reading's first): W x (sensors + 1) columns. A job may provide more readings
+than the model reads (room for a later version with a longer window); the model takes the newest.
+
+Returns one row per input row: ``score`` (higher = more anomalous; null when the reading is
+unscorable: every sensor missing, or no usable model), ``is_anomaly`` (score above the model's
+calibrated threshold; never on a reading of an entity still warming up; null when the score is
+null), ``model_version`` (``name@N``: the registry version that produced the score; ``none``
+when no usable model could be loaded, and then every score is null: the rows go to the DLQ as
+unscorable instead of the job failing) and ``partial`` (null for a full reading; else what was
+imputed or that the entity is warming up, or why the reading is unscorable).
 
 The model is loaded once per Python worker in ``open()`` from the model registry
 (connectors/model_registry.py) by reference (``name@alias`` or ``name@N``), and each Arrow batch
@@ -47,6 +54,7 @@ RESULT_TYPE = DataTypes.ROW([
     DataTypes.FIELD("score", DataTypes.DOUBLE()),
     DataTypes.FIELD("is_anomaly", DataTypes.BOOLEAN()),
     DataTypes.FIELD("model_version", DataTypes.STRING()),
+    DataTypes.FIELD("partial", DataTypes.STRING()),
 ])
 
 _device_logged = False
@@ -59,6 +67,9 @@ def select_device(requested: str) -> str:
     Memory growth is switched on so several workers can share one GPU.
     """
     global _device_logged
+    from udfs.autoencoder import import_keras
+
+    import_keras()
     import tensorflow as tf
 
     requested = (requested or "auto").lower()
@@ -89,25 +100,39 @@ class LoadedModel:
     """A verified model artifact ready to score: feature set, threshold, scorer, version."""
 
     def __init__(self, folder: Any, manifest: dict[str, Any], engine: str) -> None:
-        from udfs.autoencoder import make_scorer  # first: it quiets TensorFlow's C++ logging
+        from udfs.autoencoder import Ensemble, import_keras, make_scorer
         from udfs.feature_set import FeatureSet
 
-        import keras
+        keras = import_keras()  # without TensorFlow's C++ start-up noise
 
         self.manifest = manifest
         self.version: str = manifest["version"]
         self.features = FeatureSet.from_dict(manifest["features"])
         self.threshold = float(manifest["threshold"])
-        model = keras.models.load_model(folder / manifest["model"]["file"], compile=False)
-        self.scorer = make_scorer(model, engine)
+        self.window = self.features.window
+        members = manifest["model"].get("members") or [{"file": manifest["model"]["file"], "error_scale": None}]
+        self.scorer = Ensemble([(make_scorer(keras.models.load_model(folder / m["file"], compile=False), engine),
+                                 m.get("error_scale")) for m in members],
+                               reduce=manifest["model"].get("reduce", "mean"), groups=self.features.input_sensors())
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        """Scores for rows of raw feature values; NaN where a row is not finite."""
+        """Scores for rows of raw feature values of a point model; NaN where a row is not finite."""
         scores = np.full(len(x), np.nan)
         finite = np.isfinite(x).all(axis=1)
         if finite.any():
             scores[finite] = self.scorer.score(self.features.transform(x[finite]))
         return scores
+
+    def score_context(self, ctx: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+        """(scores, is_anomaly, status) of readings in their temporal context (udfs/feature_set.py).
+
+        Unscorable readings get NaN and no flag; readings of a warming-up entity are scored but never
+        flagged."""
+        x, status = self.features.inputs(ctx)
+        scores = self.scorer.score(x) if len(x) else np.zeros(0)
+        scores = np.where(status.unscorable, np.nan, scores)
+        flags = np.where(status.unscorable, None, (scores > self.threshold) & ~status.warming).astype(object)
+        return scores, flags, status
 
 
 class ModelHandle:
@@ -122,7 +147,7 @@ class ModelHandle:
     def __init__(self, model_uri: str | None = None, ref: str | None = None, *, features: list[str] | None = None,
                  schema: str | None = None, fallback: int | None = None, engine: str | None = None,
                  device: str | None = None, refresh_seconds: float | None = None,
-                 s3: S3Settings | None = None) -> None:
+                 s3: S3Settings | None = None, context: int | None = None) -> None:
         # Only plain, picklable values here: the handle is shipped to the workers before open().
         self.model_uri = model_uri
         self.ref = ref
@@ -133,6 +158,7 @@ class ModelHandle:
         self.device = device
         self.refresh_seconds = refresh_seconds
         self.s3 = s3.without_credentials() if s3 is not None else None
+        self.context = context  # readings per entity the job provides; a model needing more is refused
         self.model: LoadedModel | None = None
 
     def open(self, param: Any = None, group: Any = None) -> None:
@@ -175,7 +201,7 @@ class ModelHandle:
 
         folder, manifest = self._registry.fetch(version)
         if self.features is not None:
-            why = compatible(manifest, self.features, self.schema)
+            why = compatible(manifest, self.features, self.schema, self.context)
             if why:
                 raise ValueError(f"{version.ref} does not fit this job: {why}")
         return LoadedModel(folder, manifest, self._engine)
@@ -282,33 +308,39 @@ class AnomalyScore(ScalarFunction):
         metrics.gauge(group, "scoring_latency_ms", lambda: round(self._last["latency_ms"]))
 
     def eval(self, *columns: pd.Series) -> pd.DataFrame:
+        from udfs.feature_set import FeatureError, context_from_columns
+
         if not hasattr(self.handle, "_ref"):
             raise RuntimeError("ANOMALY.eval() called before open()")
         started = time.perf_counter()
         model = self.handle.current()
         rows = len(columns[0]) if columns else 0
-        if model is None or len(columns) != len(model.features):
-            if model is not None and self._arity_logged != len(columns):
-                self._arity_logged = len(columns)
-                log.error("ANOMALY expects %d feature columns %s (model %s), got %d: every row is unscorable",
-                          len(model.features), list(model.features.names), model.version, len(columns))
+        ctx = None
+        if model is not None:
+            try:
+                ctx = context_from_columns(columns, len(model.features)).head(model.window)
+            except FeatureError as exc:
+                if self._arity_logged != len(columns):
+                    self._arity_logged = len(columns)
+                    log.error("ANOMALY with model %s (features %s, %s): %s; every row is unscorable", model.version,
+                              list(model.features.names), model.features.describe(), exc)
+        if ctx is None:
             return pd.DataFrame({"score": np.full(rows, np.nan), "is_anomaly": np.full(rows, None, dtype=object),
-                                 "model_version": np.full(rows, NO_MODEL, dtype=object)})
+                                 "model_version": np.full(rows, NO_MODEL, dtype=object),
+                                 "partial": np.full(rows, None, dtype=object)})
         self._version_info.set(model.version)
-        x = np.column_stack([pd.to_numeric(c, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-                             for c in columns])
-        scores = model.score(x)
-        self._observe(scores, model.threshold, started)
+        scores, flags, status = model.score_context(ctx)
+        self._observe(scores, flags, started)
         # object dtype with None: PyFlink's Arrow writer rejects pandas' nullable "boolean" arrays
-        flags = np.where(np.isnan(scores), None, scores > model.threshold).astype(object)
         return pd.DataFrame({"score": scores, "is_anomaly": flags,
-                             "model_version": np.full(len(scores), model.version, dtype=object)})
+                             "model_version": np.full(len(scores), model.version, dtype=object),
+                             "partial": status.note})
 
-    def _observe(self, scores: np.ndarray, threshold: float, started: float) -> None:
+    def _observe(self, scores: np.ndarray, flags: np.ndarray, started: float) -> None:
         valid = scores[~np.isnan(scores)]
         if len(valid):
             self._scored.inc(len(valid))
-            self._anomalies.inc(int((valid > threshold).sum()))
+            self._anomalies.inc(int(np.sum(flags == True)))  # noqa: E712 - object array of True/False/None
             self._last["p50"], self._last["p99"] = np.quantile(valid, [0.5, 0.99])
         self._last["latency_ms"] = (time.perf_counter() - started) * 1000
 

@@ -27,6 +27,7 @@ from connectors.flink_kafka import StartPosition
 from connectors.kafka_io import DEFAULT_PARTITIONS, check_broker, create_topic
 from connectors.model_registry import ModelRef, ModelRegistry, compatible
 from connectors.records import Outputs, outputs
+from udfs.alert_rules import Hysteresis
 from udfs.anomaly_score import NO_MODEL, REFRESH_SECONDS
 from vigil.commands import Options, OptionsError, option, partition_offsets
 from vigil.settings import S3Settings, VigilSettings
@@ -86,6 +87,13 @@ class ScoreOptions(Options):
     checkpoint_interval: str | None = option(None, "checkpoint interval; the Kafka sinks commit on checkpoints",
                                              show_default="execution.checkpointing.interval of flink-conf/")
     output_partitions: int = option(DEFAULT_PARTITIONS, "partitions of output topics the job creates", ge=1)
+    context: int | None = option(None, "readings per entity the job gives the model (the current one and those "
+                                       "before it); more than the model reads leaves room to hot-swap in a "
+                                       "version with a longer window", ge=1, show_default="the model's window")
+    alarm_enter: int = option(Hysteresis.enter, "alerts: an entity's alarm opens when this many of its last "
+                                                "--alarm-within readings are anomalous", ge=1)
+    alarm_within: int = option(Hysteresis.within, "alerts: readings the --alarm-enter count looks back over", ge=1)
+    alarm_clear: int = option(Hysteresis.clear, "alerts: consecutive normal readings that close an alarm", ge=1)
 
 
 SCORE_SETTINGS_FLAGS = ("kafka.bootstrap_servers", "model.store", "tier", "pseudonym.secret_file")
@@ -120,6 +128,8 @@ class ScoringPlan:
     secret_file: str | None
     s3: S3Settings | None
     tier: str | None
+    context: int = 1            # readings per entity given to the model (>= its window)
+    alarm: Hysteresis = Hysteresis()
 
     @property
     def features(self) -> list[str]:
@@ -189,6 +199,15 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
     if missing:
         raise SchemaError(f"model {manifest['version']} needs columns {missing} that topic "
                           f"{options.input_topic!r} does not have")
+    window = int(manifest["features"].get("window", 1))
+    context = options.context or window
+    if context < window:
+        raise OptionsError(f"--context {context}: model {manifest['version']} reads the last {window} readings of "
+                           f"each entity; give --context {window} or more")
+    try:
+        alarm = Hysteresis(options.alarm_enter, options.alarm_within, options.alarm_clear)
+    except ValueError as exc:
+        raise OptionsError(str(exc)) from None
     why = compatible(manifest, manifest["features"]["names"], schema_id(schema))
     if why:
         raise SchemaError(f"model {manifest['version']} cannot score topic {options.input_topic!r}: {why}")
@@ -213,7 +232,7 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
         suite=suite, model_store=settings.model_store, model_ref=str(model_ref(options)),
         model_refresh_seconds=options.model_refresh_seconds, validation_engine=options.validation_engine,
         secret_file=str(settings.pseudonym.secret_file) if settings.pseudonym.secret_file else None,
-        s3=settings.s3_for(settings.model_store, tier_uri), tier=tier_uri)
+        s3=settings.s3_for(settings.model_store, tier_uri), tier=tier_uri, context=context, alarm=alarm)
 
 
 @dataclass
@@ -241,6 +260,9 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
         *[col(c) for c in RAW_COLUMNS],
         decode(col("payload"), col("kafka_headers").at(SCHEMA_HEADER)).alias("d"),
     ).select(*[col(c) for c in RAW_COLUMNS], *[col("d").get(name).alias(name) for name in decoded_cols])
+    model_inputs = [col(f) for f in plan.features]
+    if plan.context > 1:
+        decoded, model_inputs = with_context(decoded, plan)
     if plan.suite is not None:
         from udfs.validate_features import suite_columns, validate_udf
 
@@ -249,27 +271,30 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
     else:
         check = call_sql("CAST(NULL AS STRING)")
     anomaly = anomaly_udf(plan.model_store, plan.model_ref, features=plan.features, schema=plan.schema_id,
-                          fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds, s3=plan.s3)
+                          fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds, s3=plan.s3,
+                          context=plan.context)
     # The boundary comes right after the Python calls: any later expression that reads their
     # results twice (the CASE below, each sink's projection) would otherwise call them again.
     checked = computed_once(decoded.add_columns(
         check.alias("validation_error"),
-        anomaly(*[col(f) for f in plan.features]).alias("s"),
-    ))
+        anomaly(*model_inputs).alias("s"),
+    ), proctime=ALERT_TIME)
     scored_all = checked.add_columns(
         col("s").get("score").alias("score"),
         col("s").get("is_anomaly").alias("is_anomaly"),
         col("s").get("model_version").alias("model_version"),
+        col("s").get("partial").alias("partial"),
         col("kafka_partition").alias("source_partition"),
         col("kafka_offset").alias("source_offset"),
     ).add_columns(call_sql(
         "CASE WHEN `error` IS NOT NULL THEN `error` "
         "WHEN validation_error IS NOT NULL THEN CONCAT('validation_failed: ', validation_error) "
         f"WHEN model_version = '{NO_MODEL}' THEN 'unscorable: no usable model (see the job log)' "
-        "WHEN score IS NULL THEN 'unscorable: no score' END").alias("dlq_reason"))
+        "WHEN score IS NULL THEN CONCAT('unscorable: ', COALESCE(`partial`, 'no score')) END").alias("dlq_reason"))
 
-    scored = out.scored.project(with_derived(scored_all.where(col("dlq_reason").is_null), out))
-    alerts = out.alerts.project(per_reading_alerts(scored.where(col("is_anomaly")), out))
+    scored_rows = scored_all.where(col("dlq_reason").is_null)
+    scored = out.scored.project(with_derived(scored_rows, out))
+    alerts = episode_alerts(scored_rows, plan)
     # Only dead letters reach this Python call (the filter runs first, in Java): sealing costs nothing
     # on the scored path.
     # (The planner cannot read the fields of a Python result in the projection that computes it when
@@ -287,6 +312,77 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
     return ScoredTables(scored, alerts, dead_letters)
 
 
+CONTEXT_KEY, CONTEXT_TIME, ALERT_TIME = "_ctx_key", "_ctx_pt", "_alert_pt"
+
+
+def context_time(out: Outputs) -> str:
+    """The column whose LAGs give the context's times: the event time, else the Kafka timestamp."""
+    return out.time or "kafka_timestamp"
+
+
+def context_columns(features: list[str], window: int, time_col: str) -> list[str]:
+    """The ANOMALY arguments of a window: each reading's sensors (newest first), then their times."""
+    sensors = [f if k == 0 else f"{f}__lag{k}" for k in range(window) for f in features]
+    return sensors + [time_col if k == 0 else f"_time__lag{k}" for k in range(window)]
+
+
+def with_context(decoded: Table, plan: ScoringPlan) -> tuple[Table, list[Any]]:
+    """The decoded table plus each reading's entity's previous ``context - 1`` readings (LAG over an
+    OVER window per entity, in arrival order: computed in Java, kept in Flink state and checkpoints).
+    Records that did not decode are nobody's context (as in training, which skips them)."""
+    out, window = plan.outputs, plan.context
+    keyed = computed_once(decoded.add_columns(
+        call_sql(f"CASE WHEN `error` IS NULL THEN `{out.entity}` END").alias(CONTEXT_KEY)), proctime=CONTEXT_TIME)
+    t_env = decoded._t_env
+    view = f"vigil_context_{id(keyed):x}"
+    t_env.create_temporary_view(view, keyed)
+    time_col = context_time(out)
+    lags = [f"LAG(`{f}`, {k}) OVER w AS `{f}__lag{k}`" for k in range(1, window) for f in plan.features]
+    lags += [f"LAG(`{time_col}`, {k}) OVER w AS `_time__lag{k}`" for k in range(1, window)]
+    # the time attribute stays behind: a Python call cannot read a processing time
+    keep = ", ".join(f"`{c}`" for c in decoded.get_schema().get_field_names())
+    with_lags = t_env.sql_query(f"SELECT {keep}, {', '.join(lags)} FROM `{view}` "
+                                f"WINDOW w AS (PARTITION BY `{CONTEXT_KEY}` ORDER BY `{CONTEXT_TIME}`)")
+    return with_lags, [col(c) for c in context_columns(plan.features, window, time_col)]
+
+
+def episode_alerts(scored: Table, plan: ScoringPlan) -> Table:
+    """Alerts of the Table job: alarm episodes per entity (udfs/alert_rules.Hysteresis).
+
+    The anomaly flags of each entity's last readings come from LAG over an OVER window (Java); only
+    the readings at which an alarm can open or close (the anomalous ones, and those where an anomaly
+    leaves the window) reach the episode builder, a keyed Python function with the rule's state."""
+    from pyflink.common import Types
+
+    from udfs.score_per_entity import BuildEpisodes
+
+    out, rule = plan.outputs, plan.alarm
+    t_env = scored._t_env
+    view = f"vigil_alarm_{id(scored):x}"
+    t_env.create_temporary_view(view, scored.add_columns(
+        call_sql("CASE WHEN is_anomaly THEN 1 ELSE 0 END").alias("_flag")))
+    lags = [f"COALESCE(LAG(_flag, {k}) OVER w, 0) AS `_flag__lag{k}`" for k in range(1, rule.lags + 1)]
+    keep = ", ".join(f"`{c}`" for c in scored.get_schema().get_field_names() if c != ALERT_TIME)
+    flagged = t_env.sql_query(f"SELECT {keep}, _flag, {', '.join(lags)} FROM `{view}` "
+                              f"WINDOW w AS (PARTITION BY `{out.entity}` ORDER BY `{ALERT_TIME}`)")
+    flag = ["_flag"] + [f"_flag__lag{k}" for k in range(1, rule.lags + 1)]
+    count = " + ".join(flag[:rule.within])
+    recent = " + ".join(flag[:rule.clear])
+    relevant = f"_flag = 1 OR `{flag[rule.clear]}` = 1 OR `{flag[rule.within]}` = 1"
+    t = f"`{out.time}`" if out.time else "CAST(NULL AS TIMESTAMP(3))"
+    label = f"`{out.label}`" if out.label else "CAST(NULL AS STRING)"
+    rows = flagged.where(call_sql(relevant)).select(
+        col(out.entity).alias("entity"), call_sql(t).alias("event_time"), col("score"),
+        col("source_partition"), col("source_offset"), call_sql(label).alias("label"), col("model_version"),
+        call_sql("_flag = 1").alias("anomalous"), call_sql(count).alias("count"),
+        call_sql(f"({recent}) = 0").alias("quiet"))
+    stream = t_env.to_data_stream(rows)
+    events = (stream.key_by(lambda r: r["entity"], key_type=Types.STRING())
+              .process(BuildEpisodes(rule, out), output_type=out.alerts.type_info())
+              .name("alert-episodes").uid("alert-episodes"))
+    return out.alerts.project(t_env.from_data_stream(events))
+
+
 def with_derived(table: Table, out: Outputs) -> Table:
     """``table`` plus the schema's derived features, computed by the same SQL in every job."""
     if not out.derived:
@@ -294,33 +390,27 @@ def with_derived(table: Table, out: Outputs) -> Table:
     return table.add_columns(*[call_sql(expr).alias(name) for name, expr in out.derived.items()])
 
 
-def per_reading_alerts(anomalous: Table, out: Outputs) -> Table:
-    """Alerts of the Table job: one per anomalous reading (anomalies 1, a window of 0 s)."""
-    t = f"`{out.time}`" if out.time else "CAST(NULL AS TIMESTAMP(3))"
-    label = f"`{out.label}`" if out.label else "CAST(NULL AS STRING)"
-    reading = (f"CAST(ROW({t}, score, source_partition, source_offset, {label}) AS "
-               "ROW<event_time TIMESTAMP(3), score DOUBLE, source_partition INT, source_offset BIGINT, label STRING>)")
-    return anomalous.add_columns(
-        lit(1).alias("anomalies"),
-        lit(0.0).alias("window_seconds"),
-        call_sql(t).alias("first_event_time"),
-        call_sql(t).alias("last_event_time"),
-        col("score").alias("max_score"),
-        call_sql(f"ARRAY[{reading}]").alias("readings"),
-    )
-
-
-def computed_once(table: Table) -> Table:
+def computed_once(table: Table, proctime: str | None = None) -> Table:
     """The same table behind a DataStream boundary, so every branch reads one computed result.
 
     The planner pushes each sink's projection down into the Python calls; branches that need
     different columns (the DLQ keeps the payload, the scored topic does not) would otherwise each
     decode, validate and score every record again. Only a StreamTableEnvironment can do this; in a
-    plain TableEnvironment the table is returned unchanged.
+    plain TableEnvironment the table is returned unchanged. ``proctime`` adds a processing-time
+    attribute of that name (for OVER windows after the boundary).
     """
-    from pyflink.table import StreamTableEnvironment
+    from pyflink.table import Schema, StreamTableEnvironment
 
     t_env = table._t_env
-    if isinstance(t_env, StreamTableEnvironment):
-        return t_env.from_data_stream(t_env.to_data_stream(table))
-    return table
+    if not isinstance(t_env, StreamTableEnvironment):
+        if proctime:
+            raise TypeError("temporal context and alarms need a StreamTableEnvironment")
+        return table
+    stream = t_env.to_data_stream(table)
+    if proctime is None:
+        return t_env.from_data_stream(stream)
+    schema = table.get_schema()
+    builder = Schema.new_builder()
+    for name, dtype in zip(schema.get_field_names(), schema.get_field_data_types()):
+        builder.column(name, dtype)
+    return t_env.from_data_stream(stream, builder.column_by_expression(proctime, "PROCTIME()").build())

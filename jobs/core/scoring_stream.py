@@ -1,8 +1,8 @@
 """The scoring job through the DataStream API: the same outputs, keyed per entity with alert state.
 
-``build(raw, plan, rule)`` keys the raw records by their Kafka key (the entity id), runs
-udfs/score_per_entity.ScorePerEntity on each (decode, validate, score, and the alert rule on the
-entity's keyed state), and returns the three outputs as tables shaped by the record contract, so
+``build(raw, plan)`` keys the raw records by their Kafka key (the entity id), runs
+udfs/score_per_entity.ScorePerEntity on each (decode, validate, score in the entity's temporal
+context, and the alarm rule ``plan.alarm`` on the entity's keyed state), and returns the three outputs as tables shaped by the record contract, so
 jobs/core/sinks.py attaches the same sinks as for the Table job. Derived features are added by
 the same SQL expressions as in the Table job (jobs/core/scoring.with_derived).
 """
@@ -13,10 +13,9 @@ from pyflink.datastream import OutputTag
 from pyflink.table import Table
 
 from jobs.core.scoring import ScoredTables, ScoringPlan, with_derived
-from udfs.alert_rules import KInWindow
 
 
-def build(raw: Table, plan: ScoringPlan, rule: KInWindow) -> ScoredTables:
+def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
     from udfs.anomaly_score import ModelHandle
     from udfs.score_per_entity import ScorePerEntity
 
@@ -24,11 +23,12 @@ def build(raw: Table, plan: ScoringPlan, rule: KInWindow) -> ScoredTables:
     t_env = raw._t_env
     rows = t_env.to_data_stream(raw)
     handle = ModelHandle(plan.model_store, plan.model_ref, features=plan.features, schema=plan.schema_id,
-                         fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds, s3=plan.s3)
+                         fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds, s3=plan.s3,
+                         context=plan.context)
     alerts_tag = OutputTag("alerts", out.alerts.type_info())
     dlq_tag = OutputTag("dead-letters", out.dead_letters.type_info())
-    scorer = ScorePerEntity(plan.schema, out, plan.secret_file, plan.suite, handle, plan.input_topic, rule,
-                            alerts_tag, dlq_tag)
+    scorer = ScorePerEntity(plan.schema, out, plan.secret_file, plan.suite, handle, plan.input_topic, plan.alarm,
+                            plan.context, alerts_tag, dlq_tag)
     scored = (rows.key_by(lambda r: bytes(r["record_key"] or b"").decode("utf-8", "replace"), key_type=Types.STRING())
               .process(scorer, output_type=out.scored_base.type_info())
               .name("score-per-entity").uid("score-per-entity"))

@@ -198,12 +198,13 @@ function renderStatus(s, failed) {
 function renderAlerts(s, selected) {
   const body = $("alerts").tBodies[0];
   const label = s.fields.label;
-  if (!s.alerts.length) { body.innerHTML = `<tr><td colspan="5" class="muted">no alerts yet</td></tr>`; return; }
+  if (!s.alerts.length) { body.innerHTML = `<tr><td colspan="6" class="muted">no alerts yet</td></tr>`; return; }
   body.innerHTML = s.alerts.slice(0, 200).map((a) => `
-    <tr data-entity="${esc(a.entity)}" class="${a.entity === selected ? "selected" : ""}" title="${esc(a.source)}${a.anomalies > 1 ? `, ${a.anomalies} anomalous readings in ${a.window_seconds} s` : ""}">
+    <tr data-entity="${esc(a.entity)}" class="${a.entity === selected ? "selected" : ""}" title="${esc(a.source)}, ${esc(a.status === "closed" ? `closed at ${a.ended_at}` : "open")}${a.anomalies > 1 ? `, ${a.anomalies} anomalous readings, peak ${fmtScore(a.max_score)}` : ""}">
       <td class="mono" title="${esc(a.event_time)}">${esc(feedTime(a.event_time, a.event_ms))}</td>
       <td class="mono">${esc(a.entity)}</td>
-      <td class="num">${esc(fmtScore(a.score))}</td>
+      <td class="num">${esc(fmtScore(a.max_score ?? a.score))}</td>
+      <td><span class="chip ${a.status === "open" ? "" : "chip-none"}">${esc(a.status ?? "")}</span> ${esc(a.anomalies ?? "")}</td>
       <td>${label ? (a.label ? `<span class="chip">${esc(a.label)}</span>` : `<span class="chip chip-none">none</span>`) : ""}</td>
       <td class="mono model" title="${esc(a.model_version)}">${esc(tail(a.model_version, 13))}</td>
     </tr>`).join("");

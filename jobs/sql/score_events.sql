@@ -12,7 +12,11 @@
 --   SCORED_SELECT       the scored record's values: PSEUDONYM(<entity>) for the entity id, the
 --                       schema's derived features, ANOMALY's score/flag/version, the source offsets
 --   SCORED_KEY          the contract's Kafka key column (the entity pseudonym)
---   FEATURE_COLUMNS     ANOMALY's arguments: the model's features, in its manifest's order
+--   FEATURE_COLUMNS     ANOMALY's arguments: the model's features, in its manifest's order; for a
+--                       model with a window also each entity's previous readings and their times
+--   SCORING_INPUT       what ANOMALY reads: the telemetry table, or for a model with a window the
+--                       table with LAG(...) OVER each entity's readings in arrival order
+--   PROC_COLUMN         the processing-time column that OVER window is ordered by (window only)
 --   JOB_PARAMETERS      vigil.model.uri / .version / .refresh-seconds and the pseudonym secret's
 --                       file (a path; the workers read the secret themselves) in Flink's map syntax
 --   SCAN_BOUNDED_MODE   latest-offset (--bounded) or unbounded
@@ -32,7 +36,8 @@ SET 'table.dml-sync' = 'false';
 CREATE TEMPORARY TABLE telemetry (
   ${TELEMETRY_COLUMNS},
   kafka_partition INT METADATA FROM 'partition' VIRTUAL,
-  kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL
+  kafka_offset BIGINT METADATA FROM 'offset' VIRTUAL,
+  kafka_timestamp TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL${PROC_COLUMN}
 ) WITH (
   'connector' = 'kafka',
   'topic' = '${TELEMETRY_TOPIC}',
@@ -44,7 +49,8 @@ CREATE TEMPORARY TABLE telemetry (
   'format' = 'avro'
 );
 
--- ROW<score DOUBLE, is_anomaly BOOLEAN, model_version STRING>; a higher score is more anomalous.
+-- ROW<score DOUBLE, is_anomaly BOOLEAN, model_version STRING, partial STRING>; a higher score is
+-- more anomalous.
 CREATE TEMPORARY SYSTEM FUNCTION ANOMALY AS 'udfs.anomaly_score.anomaly' LANGUAGE PYTHON;
 -- The keyed pseudonym of an entity id: raw ids never leave the job.
 CREATE TEMPORARY SYSTEM FUNCTION PSEUDONYM AS 'udfs.preprocess.pseudonymise' LANGUAGE PYTHON;
@@ -68,4 +74,4 @@ CREATE TEMPORARY TABLE scored (
 
 INSERT INTO scored
 SELECT ${SCORED_SELECT}
-FROM (SELECT *, ANOMALY(${FEATURE_COLUMNS}) AS s FROM telemetry);
+FROM (SELECT *, ANOMALY(${FEATURE_COLUMNS}) AS s FROM ${SCORING_INPUT});

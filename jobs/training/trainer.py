@@ -10,6 +10,7 @@ import platform
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from connectors.errors import DecodeError
 from connectors.kafka_io import PartitionRange, check_broker, consume_ranges, plan_ranges
 from connectors.model_registry import ModelRegistry
 from connectors.payloads import PayloadDecoder
-from udfs.feature_set import FeatureError, FeatureSet
+from udfs.feature_set import DEFAULT_STATS, Context, FeatureError, FeatureSet, context_from_frame
 from vigil.commands import Options, comma_list, int_list, option, partition_offsets
 from vigil.settings import S3Settings, VigilSettings
 
@@ -60,24 +61,45 @@ class TrainOptions(Options):
     include_labelled: bool = option(False, "train on labelled failures too")
     features: list[str] | None = option(None, "feature columns, comma-separated", parse=comma_list,
                                         show_default="every numeric column of the schema")
-    hidden: list[int] = option([32, 16, 8], "encoder layer sizes, comma-separated (the decoder mirrors them)",
-                               parse=int_list)
-    epochs: int = option(150, "most training epochs (early stopping ends sooner)", ge=1)
-    batch_size: int = option(256, "training batch size", ge=1)
-    patience: int = option(6, "epochs without validation improvement before stopping", ge=1)
+    context: Literal["window", "stats", "point"] = option(
+        "window", "what the model reads per reading: window (the entity's last --window readings), stats (the "
+                  "reading plus --stats over the window) or point (the reading alone)")
+    window: int = option(8, "readings per entity the model reads (window, stats): the current one and those "
+                            "before it; shortened on short training ranges", ge=2)
+    stats: list[str] = option(list(DEFAULT_STATS), "with --context stats: statistics over the window, "
+                                                   "comma-separated (diff, mean, std, min, max, dt)", parse=comma_list)
+    horizon_seconds: float | None = option(None, "with --context stats: only readings this recent count in the "
+                                                 "window statistics", gt=0, show_default="the whole window")
+    score_reduce: Literal["sensor", "mean"] = option(
+        "sensor", "score: sensor (the largest of the sensors' mean normalised errors: one faulty sensor of many "
+                  "stands out) or mean (over all inputs)")
+    members: int = option(3, "models in the ensemble (seeds seed, seed+1, ...); the score is their mean", ge=1,
+                          le=10)
+    hidden: list[int] | None = option(None, "encoder layer sizes, comma-separated (the decoder mirrors them)",
+                                      parse=int_list, show_default="from the input width: (4b, 2b, b), "
+                                                                   "b = round(sqrt(inputs))")
+    epochs: int = option(300, "most training epochs (early stopping ends sooner)", ge=1)
+    batch_size: int | None = option(None, "training batch size", ge=1,
+                                    show_default="rows/16 within 16..256 (>= 16 steps per epoch)")
+    patience: int = option(10, "epochs without validation improvement before stopping", ge=1)
     learning_rate: float = option(3e-3, "Adam learning rate", gt=0)
-    validation_split: float = option(0.2, "share of training rows kept for validation and the threshold",
-                                     gt=0, lt=1)
-    threshold_quantile: float = option(0.995, "threshold: this quantile of validation errors", gt=0.5, lt=1)
+    validation_split: float = option(0.2, "share of the training range kept for validation and the threshold: "
+                                          "its newest readings", gt=0, lt=1)
+    threshold_quantile: float = option(0.99, "threshold: --threshold-margin x this quantile of the validation "
+                                             "scores", gt=0.5, lt=1)
+    threshold_margin: float = option(3.0, "threshold: this many times the validation quantile (room for the "
+                                          "normal variation a few hundred validation readings do not show)", gt=0)
     eval_fraction: float = option(0.25, "share of readings held out for evaluation", ge=0, lt=1)
     eval_split: Literal["blocks", "tail"] = option("blocks", "evaluation rows: every n-th time block, or the newest")
     eval_block_seconds: float = option(300.0, "length of an evaluation block, seconds of event time", gt=0)
     seed: int = option(42, "random seed (model weights, split)")
-    min_rows: int = option(200, "fewest training rows accepted", ge=10)
+    min_rows: int = option(200, "fewest training readings accepted", ge=10)
     quiet: bool = option(False, "no progress output")
 
 
 # --- data ---------------------------------------------------------------------------------------
+
+PARTITION, OFFSET = "_partition", "_offset"  # where each record was in the log (the jobs' reading order)
 
 def read_topic(bootstrap: str, options: TrainOptions, schema: dict[str, Any],
                ) -> tuple[pd.DataFrame, list[PartitionRange], int]:
@@ -98,6 +120,7 @@ def read_topic(bootstrap: str, options: TrainOptions, schema: dict[str, Any],
             except DecodeError:
                 bad += 1  # the scoring job routes these to the DLQ; training just leaves them out
                 continue
+            record[PARTITION], record[OFFSET] = msg.partition(), msg.offset()  # the log order, as jobs see it
             rows.append(record)
     return pd.DataFrame(rows), ranges, bad
 
@@ -124,10 +147,10 @@ def read_history(uri: str, columns: list[str], s3: S3Settings) -> pd.DataFrame:
 
 # --- model --------------------------------------------------------------------------------------
 
-def classification_metrics(scores: np.ndarray, threshold: float, labels: pd.Series) -> dict[str, Any]:
-    """Precision/recall/F1/FPR of ``score > threshold`` against ``labels`` (non-null = failure)."""
+def classification_metrics(predicted: np.ndarray, labels: pd.Series) -> dict[str, Any]:
+    """Precision/recall/F1/FPR of the flags ``predicted`` against ``labels`` (non-null = failure)."""
     actual = labels.notna().to_numpy()
-    predicted = scores > threshold
+    predicted = np.asarray(predicted, dtype=bool)
     tp = int((predicted & actual).sum())
     fp = int((predicted & ~actual).sum())
     fn = int((~predicted & actual).sum())
@@ -137,7 +160,7 @@ def classification_metrics(scores: np.ndarray, threshold: float, labels: pd.Seri
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     per_mode = {str(mode): float((predicted[(labels == mode).to_numpy()]).mean())
                 for mode in sorted(labels.dropna().unique())}
-    return {"rows": int(len(scores)), "anomalies": int(actual.sum()), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+    return {"rows": int(len(predicted)), "anomalies": int(actual.sum()), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
             "precision": precision, "recall": recall, "f1": f1,
             "false_positive_rate": fp / (fp + tn) if fp + tn else 0.0, "recall_by_mode": per_mode}
 
@@ -197,62 +220,207 @@ def split_evaluation(frame: pd.DataFrame, time_col: str | None,
     return order[len(order) - n_eval:], order[: len(order) - n_eval]
 
 
+@dataclass
+class Trained:
+    """The fitted ensemble: keras members (saved as member-<i>.keras) and the manifest fields."""
+
+    fields: dict[str, Any]
+    members: list[Any]
+
+    def save(self, folder: Path) -> None:
+        for member, entry in zip(self.members, self.fields["model"]["members"]):
+            member.save(folder / entry["file"])
+
+
+def effective_window(window: int, frame: pd.DataFrame, entity: str | None, fit_idx: np.ndarray) -> int:
+    """The window, shortened so that most of a short training range has full windows: at most a third
+    of the median entity's training readings (never under 2)."""
+    if entity and entity in frame:
+        per_entity = frame[entity].iloc[fit_idx].value_counts()
+        rows = int(per_entity.median()) if len(per_entity) else 0
+    else:
+        rows = len(fit_idx)
+    return int(max(2, min(window, rows // 3)))
+
+
+def no_rows_message(n: int, settings: TrainOptions, left_out: dict[str, int]) -> str:
+    """Why too few readings are left to train on, with the remedies that apply."""
+    parts = [f"only {n} readings to train on (need >= {settings.min_rows}; --min-rows lowers that)"]
+    remedies = {"labelled": "--include-labelled trains on them too",
+                "warming": "a shorter --window needs fewer readings per entity",
+                "partial": "readings with missing sensors are not trained on",
+                "evaluation": "--eval-fraction 0 keeps none aside"}
+    for why, count in left_out.items():
+        if count:
+            parts.append(f"{count} left out as {why} ({remedies[why]})")
+    parts.append("or widen the range (--from/--to) or add older history (--history)")
+    return "; ".join(parts)
+
+
 def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time_col: str | None,
-          settings: TrainOptions, workdir: Path) -> tuple[dict[str, Any], Any]:
-    """Fit normalisation and the model; returns (manifest fields, keras model). Writes report.png."""
-    from udfs.autoencoder import NumpyScorer, build_autoencoder  # sets TF's log level before TF loads
+          settings: TrainOptions, workdir: Path, entity_col: str | None = None) -> Trained:
+    """Fit normalisation and the ensemble; returns the manifest fields and the members. Writes report.png.
 
-    import keras
+    Readings are ordered per entity as the jobs read them (the Kafka log order: ``_partition``,
+    ``_offset`` when the frame has them, else the frame's order) to build each one's temporal
+    context; only full readings of entities past their first window are trained on.
+    """
+    from udfs.autoencoder import (Ensemble, NumpyScorer, batch_size_for, build_autoencoder, error_scale,
+                                  import_keras, sizing)
 
-    rng = np.random.default_rng(settings.seed)
-    x_all = features.matrix(frame)
-    finite = np.isfinite(x_all).all(axis=1)
-    dropped_non_finite = int((~finite).sum())
-    frame, x_all = frame[finite].reset_index(drop=True), x_all[finite]
+    keras = import_keras()
+
+    frame = frame.reset_index(drop=True)
     labels = frame[label_col] if label_col and label_col in frame else pd.Series([None] * len(frame), dtype=object)
-
     eval_idx, fit_idx = split_evaluation(frame, time_col, settings)
+    if settings.context == "point":
+        features = FeatureSet(features.names)
+    else:
+        window = effective_window(settings.window, frame, entity_col, fit_idx)
+        if window < settings.window and not settings.quiet:
+            print(f"window: {window} readings, not {settings.window}: the training range has few readings per entity",
+                  flush=True)
+        features = FeatureSet(features.names, window=window, context=settings.context,
+                              stats=tuple(settings.stats) if settings.context == "stats" else (),
+                              horizon_seconds=settings.horizon_seconds if settings.context == "stats" else None)
+    if features.input_width < 2:
+        raise FeatureError(f"one sensor column ({features.names[0]}) read alone gives the model nothing to learn: "
+                           f"use --context window (the default) or --context stats")
+    order = [c for c in (PARTITION, OFFSET) if c in frame]
+    ctx = context_from_frame(frame, features.names, entity_col, time_col, order, features.window)
+    _, _, status = features.prepare(ctx)
+    full = np.array([note is None for note in status.note])
+    left_out = {"labelled": 0, "warming": int(status.warming[fit_idx].sum()),
+                "partial": int((~full[fit_idx] & ~status.warming[fit_idx]).sum()), "evaluation": len(eval_idx)}
+    fit_idx = fit_idx[full[fit_idx]]
     if not settings.include_labelled:
-        fit_idx = fit_idx[labels.iloc[fit_idx].isna().to_numpy()]
+        # a reading whose window holds a labelled failure is not a normal context either: trained on,
+        # the model would learn to reconstruct the failure in the window's earlier readings
+        flagged = frame.assign(_labelled=labels.notna().to_numpy(dtype=float))
+        in_window = context_from_frame(flagged, ["_labelled"], entity_col, time_col, order, features.window)
+        normal = ~(np.nan_to_num(in_window.values[fit_idx, :, 0]) > 0).any(axis=1)
+        left_out["labelled"] = int((~normal).sum())
+        fit_idx = fit_idx[normal]
     if len(fit_idx) < settings.min_rows:
-        raise FeatureError(f"only {len(fit_idx)} rows to train on (need >= {settings.min_rows}); "
-                           f"widen the range or add --history")
-    fit_idx = rng.permutation(fit_idx)
+        raise FeatureError(no_rows_message(len(fit_idx), settings, left_out))
+    fit_idx = fit_idx[np.argsort(_time_order(frame, time_col)[fit_idx], kind="stable")]
     n_val = max(1, int(len(fit_idx) * settings.validation_split))
-    val_idx, train_idx = fit_idx[:n_val], fit_idx[n_val:]
+    train_idx, val_idx = fit_idx[:-n_val], fit_idx[-n_val:]   # validation: the newest of the training range
 
-    fitted = features.fit(x_all[train_idx])
-    x_train, x_val = fitted.transform(x_all[train_idx]), fitted.transform(x_all[val_idx])
-    model = build_autoencoder(len(fitted), settings.hidden, learning_rate=settings.learning_rate, seed=settings.seed)
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)
+    def sub(idx: np.ndarray) -> Context:
+        return Context(ctx.values[idx], ctx.times[idx])
+
+    fitted = features.fit(sub(train_idx))
+    x_train, _ = fitted.inputs(sub(train_idx))
+    x_val, _ = fitted.inputs(sub(val_idx))
+    hidden = tuple(settings.hidden) if settings.hidden else sizing(fitted.input_width)
+    batch = settings.batch_size or batch_size_for(len(train_idx))
     started = time.monotonic()
-    fit = model.fit(x_train, x_train, validation_data=(x_val, x_val), epochs=settings.epochs,
-                    batch_size=settings.batch_size, shuffle=True, callbacks=[stop],
-                    verbose=0 if settings.quiet else 2)
+    members, entries, histories = [], [], []
+    for i in range(settings.members):
+        model = build_autoencoder(fitted.input_width, hidden, learning_rate=settings.learning_rate,
+                                  seed=settings.seed + i)
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)
+        progress = EpochProgress(settings.epochs, f"training {i + 1}/{settings.members}", settings.quiet)
+        fit = model.fit(x_train, x_train, validation_data=(x_val, x_val), epochs=settings.epochs, batch_size=batch,
+                        shuffle=True, callbacks=[stop, progress], verbose=0)
+        progress.close()
+        scale = error_scale(NumpyScorer.from_model(model), x_train)
+        members.append(model)
+        histories.append(fit.history)
+        entries.append({"file": f"member-{i}.keras", "seed": settings.seed + i, "error_scale": scale.tolist(),
+                        "epochs_run": len(fit.history["loss"])})
     seconds = time.monotonic() - started
+    ensemble = Ensemble([(NumpyScorer.from_model(m), e["error_scale"]) for m, e in zip(members, entries)],
+                        reduce=settings.score_reduce, groups=fitted.input_sensors())
 
-    scorer = NumpyScorer.from_model(model)
-    val_scores = scorer.score(x_val)
-    threshold = float(np.quantile(val_scores, settings.threshold_quantile))
-    eval_scores = scorer.score(fitted.transform(x_all[eval_idx])) if len(eval_idx) else np.array([])
+    val_scores = ensemble.score(x_val)
+    threshold = float(settings.threshold_margin * np.quantile(val_scores, settings.threshold_quantile))
+    exceed = float((val_scores > threshold).mean())
+    eval_scores, eval_flags = np.array([]), np.array([], bool)
+    if len(eval_idx):
+        x_eval, eval_status = fitted.inputs(sub(eval_idx))
+        eval_scores = ensemble.score(x_eval)
+        eval_flags = (eval_scores > threshold) & ~eval_status.warming
     eval_labels = labels.iloc[eval_idx].reset_index(drop=True) if len(eval_idx) else None
     metrics: dict[str, Any] = {
-        "epochs_run": len(fit.history["loss"]), "train_seconds": round(seconds, 2),
-        "final_loss": float(fit.history["loss"][-1]), "best_val_loss": float(min(fit.history["val_loss"])),
+        "epochs_run": [e["epochs_run"] for e in entries], "train_seconds": round(seconds, 2),
+        "final_loss": float(np.mean([h["loss"][-1] for h in histories])),
+        "best_val_loss": float(np.mean([min(h["val_loss"]) for h in histories])),
         "validation_score_quantiles": {str(q): float(np.quantile(val_scores, q)) for q in (0.5, 0.9, 0.99, 0.999)},
-        "rows": {"read": int(len(finite)), "dropped_non_finite": dropped_non_finite, "train": int(len(train_idx)),
-                 "validation": int(len(val_idx)), "evaluation": int(len(eval_idx))},
+        "expected_false_alarm_rate": {
+            "validation_readings_above": exceed, "validation_readings": int(len(val_idx)),
+            "bound": max(exceed, 1.0 / len(val_idx)),
+            "note": "share of the newest training readings (normal, not trained on) above the threshold; with "
+                    "none above, below 1/readings"},
+        "rows": {"read": int(len(frame)), "train": int(len(train_idx)), "validation": int(len(val_idx)),
+                 "evaluation": int(len(eval_idx)), "left_out": left_out},
     }
     if eval_labels is not None and eval_labels.notna().any():
-        metrics["evaluation"] = classification_metrics(eval_scores, threshold, eval_labels)
+        metrics["evaluation"] = classification_metrics(eval_flags, eval_labels)
     elif len(eval_idx):
-        metrics["evaluation"] = {"rows": int(len(eval_idx)), "flagged_rate": float((eval_scores > threshold).mean())}
-    plot_report(workdir / "report.png", fit.history, val_scores, eval_scores, eval_labels, threshold,
-                f"Vigil autoencoder on {settings.topic}")
-    fields = {"features": fitted.to_dict(), "threshold": threshold,
-              "threshold_quantile": settings.threshold_quantile, "metrics": metrics,
-              "loss_history": {k: [float(v) for v in vals] for k, vals in fit.history.items()}}
-    return fields, model
+        metrics["evaluation"] = {"rows": int(len(eval_idx)), "flagged_rate": float(eval_flags.mean())}
+    if not len(eval_idx) and settings.eval_fraction > 0 and not settings.quiet:
+        print(f"warning: the evaluation hold-out is empty (--eval-split {settings.eval_split}, blocks of "
+              f"{settings.eval_block_seconds:g} s on a range of {_span_seconds(frame, time_col):.0f} s): no quality "
+              f"figures; use --eval-split tail or shorter --eval-block-seconds", flush=True)
+    plot_report(workdir / "report.png", histories[0], val_scores, eval_scores, eval_labels, threshold,
+                f"Vigil autoencoder on {settings.topic}: {fitted.describe()}, {settings.members} member(s)")
+    fields = {
+        "features": fitted.to_dict(), "threshold": threshold,
+        "threshold_rule": {"quantile": settings.threshold_quantile, "margin": settings.threshold_margin,
+                           "of": "validation scores (the newest training readings)"},
+        "model": {"kind": "autoencoder_ensemble", "hidden": list(hidden), "inputs": fitted.input_width,
+                  "batch_size": batch, "members": entries, "reduce": settings.score_reduce,
+                  "score": "squared reconstruction error / its training mean (error_scale) per input; "
+                           + ("the largest of the sensors' means" if settings.score_reduce == "sensor"
+                              else "the mean over inputs") + "; averaged over members; higher = more anomalous"},
+        "metrics": metrics,
+        "loss_history": {k: [float(v) for v in vals] for k, vals in histories[0].items()},
+    }
+    return Trained(fields, members)
+
+
+class EpochProgress:
+    """A Keras callback drawing one progress bar per member: epochs, loss and validation loss."""
+
+    def __new__(cls, epochs: int, desc: str, quiet: bool) -> Any:
+        from tqdm import tqdm
+
+        from udfs.autoencoder import import_keras
+
+        keras = import_keras()
+
+        class _Bar(keras.callbacks.Callback):
+            def __init__(self) -> None:
+                super().__init__()
+                self.bar = tqdm(total=epochs, unit="epoch", desc=desc, disable=quiet or None, leave=False)
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                logs = logs or {}
+                self.bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.4f}",
+                                     val=f"{logs.get('val_loss', float('nan')):.4f}", refresh=False)
+                self.bar.update(1)
+
+            def close(self) -> None:
+                self.bar.close()
+
+        return _Bar()
+
+
+def _time_order(frame: pd.DataFrame, time_col: str | None) -> np.ndarray:
+    if time_col and time_col in frame:
+        from udfs.feature_set import time_millis
+
+        millis = time_millis(frame[time_col])
+        return np.where(np.isnan(millis), -np.inf, millis)
+    return np.arange(len(frame), dtype=np.float64)
+
+
+def _span_seconds(frame: pd.DataFrame, time_col: str | None) -> float:
+    order = _time_order(frame, time_col)
+    finite = order[np.isfinite(order)]
+    return float((finite.max() - finite.min()) / 1000) if len(finite) and time_col else 0.0
 
 
 def library_versions() -> dict[str, str]:
@@ -279,7 +447,12 @@ def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str
                          "schema": schema_id(schema),
                          "ranges": [r.__dict__ for r in ranges], "undecodable": undecodable}}
     if options.history:
-        history = read_history(options.history, [*features.names, *(c for c in role.values() if c)], settings.s3)
+        pseudonym = f"{role['entity']}_pseudonym"
+        history = read_history(options.history, [*features.names, *(c for c in role.values() if c), pseudonym,
+                                                 "source_partition", "source_offset"], settings.s3)
+        # the tier keeps ids only as pseudonyms: history readings form sequences of their own
+        history = history.rename(columns={pseudonym: role["entity"], "source_partition": PARTITION,
+                                          "source_offset": OFFSET})
         sources["history"] = {"uri": options.history, "rows": int(len(history))}
         frame = pd.concat([history, frame], ignore_index=True)
     if frame.empty:
@@ -287,17 +460,13 @@ def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str
                            f"(ranges {[(r.partition, r.start, r.end) for r in ranges]})")
     with tempfile.TemporaryDirectory(prefix="vigil-train-") as tmp:
         workdir = Path(tmp)
-        fields, model = train(frame, features, role["label"], role["time"], options, workdir)
-        version = new_version()
-        model.save(workdir / "model.keras")
+        trained = train(frame, features, role["label"], role["time"], options, workdir, entity_col=role["entity"])
+        trained.save(workdir)
         manifest = {
-            "version": version,
+            "version": new_version(),
             "schema": schema_id(schema),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "model": {"kind": "dense_autoencoder", "hidden": options.hidden, "file": "model.keras",
-                      "score": "mean squared reconstruction error of z-scored features; higher = more anomalous",
-                      "seed": options.seed},
-            **fields,
+            **trained.fields,
             "training": {"sources": sources, "include_labelled": options.include_labelled,
                          "entity": role["entity"], "time": role["time"], "label": role["label"]},
             "libraries": library_versions(),

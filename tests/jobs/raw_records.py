@@ -36,12 +36,22 @@ class RawRecord:
     headers: dict[str, bytes] = field(default_factory=dict)
 
 
-def encoded(schema: dict[str, Any], records: list[dict[str, Any]], key_field: str) -> list[RawRecord]:
-    """Records serialised as the project's producers write them (schema header, keyed by entity)."""
+def encoded(schema: dict[str, Any], records: list[dict[str, Any]], key_field: str,
+            partitions: int = 3) -> list[RawRecord]:
+    """Records serialised as the project's producers write them (schema header, keyed by entity: an
+    entity's records in one partition, in order, as Kafka's key partitioning puts them)."""
+    import zlib
+
     serialize = AvroSerializer(schema)
     header = {SCHEMA_HEADER: schema_id(schema).encode()}
-    return [RawRecord(str(r[key_field]).encode(), serialize(r), i % 3, i // 3, headers=dict(header))
-            for i, r in enumerate(records)]
+    next_offset = [0] * partitions
+    out = []
+    for r in records:
+        key = str(r[key_field]).encode()
+        partition = zlib.crc32(key) % partitions
+        out.append(RawRecord(key, serialize(r), partition, next_offset[partition], headers=dict(header)))
+        next_offset[partition] += 1
+    return out
 
 
 def raw_table(t_env: Any, records: list[RawRecord]) -> Any:
@@ -58,21 +68,38 @@ def raw_table(t_env: Any, records: list[RawRecord]) -> Any:
 
 
 def collect(table: Any) -> list[dict[str, Any]]:
+    import json
+
     from pyflink.table import types
+    from pyflink.table.expressions import call_sql
 
     schema = table.get_schema()
     names = schema.get_field_names()
-    # PyFlink cannot hand TIMESTAMP_LTZ values (Java Instants) back to Python: read them as TIMESTAMP(3)
-    table = table.select(*[col(n).cast(DataTypes.TIMESTAMP(3)).alias(n)
-                           if isinstance(schema.get_field_data_type(n), types.LocalZonedTimestampType) else col(n)
-                           for n in names])
-    def plain(value: Any, dtype: Any) -> Any:  # nested rows come back without their field names
-        if isinstance(dtype, types.ArrayType) and value is not None:
-            return [plain(v, dtype.element_type) for v in value]
-        if isinstance(dtype, types.RowType) and value is not None:
-            return {f.name: plain(v, f.data_type) for f, v in zip(dtype.fields, value)}
+    kinds = [schema.get_field_data_type(n) for n in names]
+    # PyFlink cannot hand TIMESTAMP_LTZ values (Java Instants) back to Python: read them as TIMESTAMP(3);
+    # nor null strings inside arrays of rows: those come back as JSON text
+    nested = {n for n, k in zip(names, kinds) if isinstance(k, types.ArrayType)
+              and isinstance(k.element_type, types.RowType)}
+    table = table.select(*[call_sql(f"JSON_STRING(`{n}`)").alias(n) if n in nested
+                           else col(n).cast(DataTypes.TIMESTAMP(3)).alias(n)
+                           if isinstance(k, types.LocalZonedTimestampType) else col(n)
+                           for n, k in zip(names, kinds)])
+
+    def from_json(value: Any, dtype: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(dtype, types.RowType):
+            return {f.name: from_json(value.get(f.name), f.data_type) for f in dtype.fields}
+        if isinstance(dtype, types.ArrayType):
+            return [from_json(v, dtype.element_type) for v in value]
+        if isinstance(dtype, types.TimestampType):
+            return dt.datetime.fromisoformat(value.replace("Z", ""))
         return value
 
-    kinds = [schema.get_field_data_type(n) for n in names]
+    def plain(name: str, value: Any, dtype: Any) -> Any:
+        if name in nested and value is not None:
+            return from_json(json.loads(value), dtype)
+        return value
+
     with table.execute().collect() as results:
-        return [{n: plain(v, k) for n, v, k in zip(names, row, kinds)} for row in results]
+        return [{n: plain(n, v, k) for n, v, k in zip(names, row, kinds)} for row in results]

@@ -59,13 +59,14 @@ def scored(entity: str, seconds: float, score: float, anomalous: bool, version: 
 
 
 def alert(entity: str, seconds: float, score: float, version: str = V1, label: str | None = None,
-          offset: int = 0) -> dict[str, Any]:
+          offset: int = 0, status: str = "open") -> dict[str, Any]:
     record: dict[str, Any] = dict.fromkeys(OUT.alerts.names)
     reading = {"event_time": iso(seconds), "score": score, "source_partition": 0, "source_offset": offset,
                "label": label}
     record.update({OUT.entity: entity, OUT.time: iso(seconds), "score": score, "model_version": version,
                    OUT.label: label, "source_partition": 0, "source_offset": offset, "anomalies": 1,
-                   "window_seconds": 0.0, "first_event_time": iso(seconds), "last_event_time": iso(seconds),
+                   "episode_id": f"{entity}:0:{offset}", "status": status, "first_event_time": iso(seconds),
+                   "last_event_time": iso(seconds), "ended_at": iso(seconds + 1) if status == "closed" else None,
                    "max_score": score, "readings": [reading]})
     assert list(record) == OUT.alerts.names
     return record
@@ -97,12 +98,18 @@ def test_the_state_computes_the_feed_series_rates_reasons_and_versions_exactly()
     # alerts arrive out of event-time order: the feed is newest event time first
     state.add("alerts", alert(b, 21, 0.7, V2), minute1)
     state.add("alerts", alert(a, 11, 0.9, V1, label="coolant_overheat", offset=1), minute0)
+    # the episode's close updates its row: still one alert, now closed, with its peak and count
+    state.add("alerts", {**alert(a, 11, 0.4, V1, label="coolant_overheat", offset=1, status="closed"),
+                         "anomalies": 3, "max_score": 1.2, "source_offset": 4}, minute1)
 
     snap = state.snapshot(thresholds={V1: 0.5, V2: 0.6})
 
     assert [(x["entity"], x["event_time"], x["score"], x["label"], x["model_version"]) for x in snap["alerts"]] == [
-        (b, iso(21), 0.7, None, V2), (a, iso(11), 0.9, "coolant_overheat", V1)]
+        (b, iso(21), 0.7, None, V2), (a, iso(11), 0.4, "coolant_overheat", V1)]
     assert snap["alerts"][1]["source"] == "p0@1"
+    assert [(x["status"], x["anomalies"], x["max_score"]) for x in snap["alerts"]] == [
+        ("open", 1, 0.7), ("closed", 3, 1.2)]
+    assert snap["alerts"][1]["ended_at"] == iso(12)
     assert snap["default_entity"] == b  # the entity of the newest alert
     assert snap["entity"]["entity"] == b
     assert snap["entity"]["series"] == [[dashboard.epoch_ms(iso(12)), 0.03, False, V1, None],
@@ -149,7 +156,7 @@ def test_memory_stays_bounded_whatever_the_topics_hold():
     assert snap["totals"]["entities"] == 50 and state.readings_of(one) == 0
     assert state.readings_of(pseudonym(199)) == 1
     # alerts: only the newest event times are kept, whatever the order they arrive in
-    state.add_many(("alerts", alert(pseudonym(500), s, 1.0), T0) for s in [*range(1000, 0, -1), *range(1001, 1500)])
+    state.add_many(("alerts", alert(pseudonym(500), s, 1.0, offset=s), T0) for s in [*range(1000, 0, -1), *range(1001, 1500)])
     feed = state.snapshot()["alerts"]
     assert [x["event_time"] for x in feed] == [iso(s) for s in range(1499, 1479, -1)]
     # minutes: the newest are kept; a record older than all of them counts in the totals only

@@ -1,7 +1,6 @@
-"""The DataStream scoring job on the real broker: per-vehicle K-in-window alerts, side-output DLQ."""
+"""The DataStream scoring job on the real broker: per-vehicle alarm episodes, side-output DLQ."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 
@@ -32,17 +31,18 @@ def stream_run(kafka_bootstrap, trained_model, tmp_path_factory):
     header = [(SCHEMA_HEADER, schema_id(schema).encode())]
     normal = list(simulation.generate(simulation.FleetSettings(vehicles=4, events=400, seed=8,
                                                                        failure_rate=0.0)))
-    template = normal[200]  # a warmed-up reading
-    t0 = dt.datetime(2026, 1, 1, 0, 10, tzinfo=dt.timezone.utc)
+    template = normal[200]
+    own = list(simulation.generate(simulation.FleetSettings(vehicles=2, events=60, seed=3, failure_rate=0.0)))
 
-    def overheated(vehicle: str, seconds: int) -> dict:
-        return {**template, "vehicle_id": vehicle, "event_time": t0 + dt.timedelta(seconds=seconds),
-                "coolant_temp_c": 138.0, "failure_label": "coolant_overheat"}
+    def renamed(vehicle: str, source: str) -> list[dict]:
+        return [{**r, "vehicle_id": vehicle} for r in own if r["vehicle_id"] == source]
 
-    burst = [overheated("VIN-BURST", s) for s in (0, 5, 10)]           # 3 within 60 s: one alert
-    spread = [overheated("VIN-SPREAD", s) for s in (0, 100, 200)]       # 3, but never 3 within 60 s
+    burst = renamed("VIN-BURST", own[0]["vehicle_id"])            # 30 readings, a flat tire in 4 of them
+    for r in burst[10:14]:
+        r.update(tire_pressure_fl_kpa=15.0, failure_label="tire_leak")
+    calm = renamed("VIN-CALM", own[1]["vehicle_id"])              # 30 normal readings: never an alarm
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "log_level": 0})
-    for event in normal + burst + spread:
+    for event in normal + burst + calm:
         producer.produce(topic, key=event["vehicle_id"].encode(), value=serialize(event), headers=header)
     producer.produce(topic, key=b"VIN-BAD", value=b"\x00\x01garbage", headers=header)
     producer.produce(topic, key=b"VIN-BAD", value=serialize({**template, "speed_kmh": 900.0}), headers=header)
@@ -53,9 +53,9 @@ def stream_run(kafka_bootstrap, trained_model, tmp_path_factory):
     code = score_events_stream.main([
         "--input", topic, "--bootstrap-servers", kafka_bootstrap, "--model-store", trained_model[0], "--model", REF,
         "--pseudonym-secret-file", str(secret), "--bounded", "--checkpoint-interval", "1 s",
-        "--alert-count", "3", "--alert-window", "60", "--group-id", f"g-{topic}"])
+        "--alarm-enter", "3", "--alarm-within", "5", "--alarm-clear", "2", "--group-id", f"g-{topic}"])
     assert code == 0
-    return topic, len(normal) + len(burst) + len(spread), trained_model[1]
+    return topic, len(normal) + len(burst) + len(calm), trained_model[1]
 
 
 def _read(bootstrap: str, topic: str) -> list[dict]:
@@ -71,19 +71,20 @@ def test_every_valid_reading_is_scored_once(stream_run, kafka_bootstrap):
     assert "vehicle_id" not in scored[0]
 
 
-def test_alert_only_for_k_anomalies_within_the_window(stream_run, kafka_bootstrap):
+def test_a_run_of_anomalous_readings_is_one_alarm_episode(stream_run, kafka_bootstrap):
     topic = stream_run[0]
     alerts = _read(kafka_bootstrap, f"{topic}.stream.alerts")
     burst = pseudonym(b"stream-secret", "VIN-BURST")
-    spread = pseudonym(b"stream-secret", "VIN-SPREAD")
-    mine = [a for a in alerts if a["vehicle_id_pseudonym"] == burst]
-    assert len(mine) == 1
-    alert = mine[0]
-    assert alert["anomalies"] == 3 and alert["window_seconds"] == 60
-    assert [r["event_time"][11:19] for r in alert["readings"]] == ["00:10:00", "00:10:05", "00:10:10"]
-    assert all(r["score"] > stream_run[2]["threshold"] for r in alert["readings"])
-    assert alert["max_score"] == max(r["score"] for r in alert["readings"])
-    assert not [a for a in alerts if a["vehicle_id_pseudonym"] == spread]
+    calm = pseudonym(b"stream-secret", "VIN-CALM")
+    mine = sorted((a for a in alerts if a["vehicle_id_pseudonym"] == burst), key=lambda a: a["source_offset"])
+    assert [a["status"] for a in mine] == ["open", "closed"]
+    opened, closed = mine
+    assert opened["episode_id"] == closed["episode_id"] and opened["ended_at"] is None
+    assert opened["anomalies"] == 3 and closed["anomalies"] >= 4 and closed["ended_at"]
+    assert opened["failure_label"] == "tire_leak"
+    assert all(r["score"] > stream_run[2]["threshold"] for r in closed["readings"])
+    assert closed["max_score"] == max(r["score"] for r in closed["readings"])
+    assert not [a for a in alerts if a["vehicle_id_pseudonym"] == calm]
 
 
 def test_every_output_has_exactly_the_contract_fields(stream_run, kafka_bootstrap):

@@ -2,8 +2,9 @@
 
 Both jobs' declarations (jobs/core/scoring.build, jobs/core/scoring_stream.build) get the same raw
 records, good and hostile; each record must come out exactly once (scored or dead-lettered), with
-exactly the record contract's fields, the same scores as the model gives in plain Python, and the
-same dead-letter reasons in both jobs.
+exactly the record contract's fields, the same scores as the model gives in plain Python on the
+temporal context the trainer computes (udfs/feature_set.context_from_frame: no train/serve skew),
+the same dead-letter reasons and the same alarm episodes in both jobs.
 """
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from jobs.core import scoring, scoring_stream
 from jobs.core.scoring import ScoreOptions, assemble, load_suite
 from tests.jobs.raw_records import RawRecord, collect, encoded, raw_table
 from tests.trained_model import REF
-from udfs.alert_rules import KInWindow
 from udfs.dead_letters import PREFIX_BYTES, open_payload
 from udfs.preprocess import pseudonym
 from vigil.settings import VigilSettings
@@ -46,20 +46,29 @@ def plan(trained_model, tmp_path_factory):
     key.write_text(SECRET)
     settings = VigilSettings.load({"model.store": trained_model[0], "pseudonym.secret_file": str(key),
                                    "tier": "none"})
-    return assemble(settings, ScoreOptions(input_topic="raw.telemetry", model=REF, bounded=True), schema,
-                    trained_model[1],
-                    load_suite(None, schema), job="test-core")
+    options = ScoreOptions(input_topic="raw.telemetry", model=REF, bounded=True, alarm_enter=3, alarm_within=5,
+                           alarm_clear=2)
+    return assemble(settings, options, schema, trained_model[1], load_suite(None, schema), job="test-core")
+
+
+HOT = "VIN-HOT"
+BURST = range(10, 14)  # the readings of HOT whose front-left tire is flat
 
 
 @pytest.fixture(scope="module")
 def records():
-    """40 good readings (a burst of one vehicle's overheating among them) and 6 hostile records."""
+    """Good readings of 5 vehicles (one of them, HOT, has a flat tire for 4 readings in the middle of 30) and
+    hostile records."""
     schema = load_schema()
     good = list(simulation.generate(simulation.FleetSettings(vehicles=4, events=36, seed=5, failure_rate=0.0)))
     template = good[-1]
-    burst = [{**template, "vehicle_id": "VIN-HOT", "coolant_temp_c": 140.0, "failure_label": "coolant_overheat",
-              "event_time": template["event_time"] + pd.Timedelta(seconds=s)} for s in (1, 2, 3, 4)]
-    raw = encoded(schema, good + burst, "vehicle_id")
+    hot = list(simulation.generate(simulation.FleetSettings(vehicles=1, events=30, seed=9, failure_rate=0.0)))
+    for i, r in enumerate(hot):
+        r["vehicle_id"] = HOT
+        if i in BURST:
+            r.update(tire_pressure_fl_kpa=15.0, failure_label="tire_leak")
+    raw = encoded(schema, good + hot, "vehicle_id")
+    burst = hot
     serialize = AvroSerializer(schema)
     valid = serialize(template)
     header = {SCHEMA_HEADER: raw[0].headers[SCHEMA_HEADER]}
@@ -121,49 +130,74 @@ def _check(outputs, plan, records, trained_model):
         assert letter["payload_sha256"] == hashlib.sha256(original).hexdigest()
         assert letter["payload_truncated"] == (len(original) > PREFIX_BYTES)
         assert bytes(letter["payload"]) != kept  # never in the clear
-    # the scores the model gives in plain Python, pseudonyms with the secret, no raw id anywhere
-    from udfs.anomaly_score import AnomalyScore
-
-    fn = AnomalyScore(trained_model[0], REF)
-    fn.open(None)
-    names = trained_model[1]["features"]["names"]
-    expected = fn.eval(*[pd.Series([r[c] for r in readings]) for c in names])["score"].to_numpy()
+    # the scores the model gives in plain Python on the context the trainer builds (each vehicle's
+    # readings in log order), pseudonyms with the secret, no raw id anywhere
+    expected, flags, status = expected_scores(trained_model, readings, raw[:n_good])
     by_pos = {(r.partition, r.offset): i for i, r in enumerate(raw[:n_good])}
     got = np.empty(n_good)
     for r in scored:
         i = by_pos[(r["source_partition"], r["source_offset"])]
         got[i] = r["score"]
         assert r[out.entity] == pseudonym(SECRET.encode(), readings[i]["vehicle_id"])
-        assert r["is_anomaly"] == (r["score"] > trained_model[1]["threshold"])
+        assert r["is_anomaly"] == flags[i] and r["partial"] == status.note[i]
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert any("warming up" in (r["partial"] or "") for r in scored)
     assert not any("VIN-" in str(v) for r in scored + alerts for v in r.values())
     return scored, alerts, dlq
+
+
+def expected_scores(trained_model, readings, raw):
+    from udfs.anomaly_score import LoadedModel
+    from udfs.feature_set import context_from_frame
+
+    store, manifest = trained_model
+    from connectors.model_registry import ModelRegistry
+
+    registry = ModelRegistry(store)
+    folder, _ = registry.fetch(registry.resolve(REF))
+    model = LoadedModel(folder, manifest, "numpy")
+    frame = pd.DataFrame(readings).assign(_partition=[r.partition for r in raw], _offset=[r.offset for r in raw])
+    ctx = context_from_frame(frame, model.features.names, "vehicle_id", "event_time", ["_partition", "_offset"],
+                             model.window)
+    return model.score_context(ctx)
+
+
+def _episodes(plan, scored, alerts):
+    """HOT's alarm: one open and one closed event of one episode, as the rule gives on the scored flags."""
+    from udfs.alert_rules import Reading, replay
+
+    hot = pseudonym(SECRET.encode(), HOT)
+    mine = sorted((r for r in scored if r[plan.outputs.entity] == hot), key=lambda r: r["source_offset"])
+    expected = replay(plan.alarm, [r["is_anomaly"] for r in mine],
+                      [Reading(r["event_time"], r["score"], r["source_partition"], r["source_offset"],
+                               r["failure_label"], r["model_version"]) for r in mine], entity=hot)
+    events = [a for a in alerts if a[plan.outputs.entity] == hot]
+    assert [e["status"] for e in events] == ["open", "closed"] == [e["status"] for e in expected]
+    opened, closed = events
+    assert opened["episode_id"] == closed["episode_id"] == expected[0]["episode_id"]
+    assert opened["ended_at"] is None and closed["ended_at"] is not None
+    assert opened["anomalies"] == plan.alarm.enter and closed["anomalies"] >= len(BURST)
+    assert closed["max_score"] == max(r["score"] for r in closed["readings"])
+    assert opened["failure_label"] == "tire_leak"
+    assert [e["source_offset"] for e in events] == [e["source_offset"] for e in expected]
+    # no other vehicle alarms on normal driving
+    assert all(a[plan.outputs.entity] == hot for a in alerts)
+    return events
 
 
 def test_table_job_routes_every_raw_record_once(t_env, plan, records, trained_model):
     tables = scoring.build(raw_table(t_env, records[0]), plan)
     scored, alerts, dlq = _check((collect(tables.scored), collect(tables.alerts), collect(tables.dead_letters)),
                                  plan, records, trained_model)
-    # per-reading alerts: exactly the anomalous scored readings, each its own one-reading window
-    assert sorted((a["source_partition"], a["source_offset"]) for a in alerts) == sorted(
-        (r["source_partition"], r["source_offset"]) for r in scored if r["is_anomaly"])
-    assert alerts and all(a["anomalies"] == 1 and a["max_score"] == a["score"] for a in alerts)
-    assert all(len(a["readings"]) == 1 for a in alerts)
+    _episodes(plan, scored, alerts)
     # derived features: the schema's SQL expressions
     r = scored[0]
     tires = [r[f"tire_pressure_{t}_kpa"] for t in ("fl", "fr", "rl", "rr")]
     assert r["tire_pressure_spread_kpa"] == pytest.approx(max(tires) - min(tires))
 
 
-def test_stream_job_writes_the_same_records_with_windowed_alerts(t_env, plan, records, trained_model):
-    tables = scoring_stream.build(raw_table(t_env, records[0]), plan, KInWindow(3, 60))
+def test_stream_job_writes_the_same_records_and_episodes(t_env, plan, records, trained_model):
+    tables = scoring_stream.build(raw_table(t_env, records[0]), plan)
     scored, alerts, dlq = _check((collect(tables.scored), collect(tables.alerts), collect(tables.dead_letters)),
                                  plan, records, trained_model)
-    hot = pseudonym(SECRET.encode(), "VIN-HOT")
-    mine = [a for a in alerts if a[plan.outputs.entity] == hot]
-    assert len(mine) == 1 and mine[0]["anomalies"] == 3 and mine[0]["window_seconds"] == 60
-    readings = mine[0]["readings"]
-    assert [r["event_time"] for r in readings] == sorted(r["event_time"] for r in readings)
-    assert all(r["score"] > trained_model[1]["threshold"] for r in readings)
-    assert mine[0]["max_score"] == max(r["score"] for r in readings)
-    assert mine[0]["failure_label"] == "coolant_overheat"
+    _episodes(plan, scored, alerts)

@@ -15,7 +15,7 @@ from connectors.kafka_io import AvroProducer
 from jobs import run_sql, simulation
 from connectors.records import outputs
 from tests.contract import read_checked
-from tests.trained_model import REF
+from tests.trained_model import REF, model_inputs
 from udfs.preprocess import pseudonym
 from vigil.settings import PROJECT_ROOT, VigilSettings, read_pseudonym_secret
 from tests.stack.cluster_fixture import flink_cluster, free_port  # noqa: F401 - the fixture
@@ -115,15 +115,18 @@ def test_sql_job_scores_every_event_with_the_model(flink_cluster, trained_model,
     assert {o["model_version"] for o in out} == {manifest["version"]}
     assert all(o["score"] is not None for o in out)
     threshold = float(manifest["threshold"])
-    assert all(o["is_anomaly"] == (o["score"] > threshold) for o in out)
+    # an entity's first readings are scored but never flagged (the model's window is filling)
+    assert all(o["is_anomaly"] == (o["score"] > threshold and not (o["partial"] or "").startswith("warming"))
+               for o in out)
+    assert sum((o["partial"] or "").startswith("warming") for o in out) == 10 * (manifest["features"]["window"] - 1)
 
-    # same scores as the UDF computes in plain Python: the features reached ANOMALY in manifest order
+    # same scores as the UDF computes in plain Python on each vehicle's readings in log order: the
+    # features and the window (LAG in SQL) reached ANOMALY as the model reads them
     from udfs.anomaly_score import AnomalyScore
 
-    names = manifest["features"]["names"]
     fn = AnomalyScore(store, REF)
     fn.open(None)
-    expected = fn.eval(*[pd.Series([r[c] for r in records]) for c in names])["score"].to_numpy()
+    expected = fn.eval(*model_inputs(pd.DataFrame(records), manifest))["score"].to_numpy()
     # event_time is written as ISO-8601 without zone (UTC) and without trailing zeros (".86")
     secret = read_pseudonym_secret(flink_cluster.settings.pseudonym.secret_file)
     assert "vehicle_id" not in out[0]  # raw ids never leave the job

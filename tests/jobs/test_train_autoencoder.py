@@ -43,10 +43,15 @@ def test_detects_simulated_failures(trained, capsys):
     manifest, _ = trained
     ev = manifest["metrics"]["evaluation"]
     print(f"\nrecall {ev['recall']:.3f} precision {ev['precision']:.3f} F1 {ev['f1']:.3f} "
-          f"FPR {ev['false_positive_rate']:.4f} on {ev['rows']} rows ({ev['anomalies']} labelled)")
+          f"FPR {ev['false_positive_rate']:.4f} on {ev['rows']} rows ({ev['anomalies']} labelled), by mode "
+          f"{ev['recall_by_mode']}")
     assert ev["anomalies"] > 50
-    assert ev["recall"] >= 0.8
+    # sanity floors (the figures themselves: benchmarks/README.md): most labelled readings, some of
+    # every failure mode, few false alarms
+    assert ev["recall"] >= 0.7 and ev["precision"] >= 0.6
     assert ev["false_positive_rate"] <= 0.02
+    assert set(ev["recall_by_mode"]) == set(simulation.DEFAULT_MODES)
+    assert min(ev["recall_by_mode"].values()) >= 0.3, ev["recall_by_mode"]
 
 
 def test_manifest_records_lineage_and_everything_needed_to_score(trained, fleet_topic, kafka_bootstrap):
@@ -56,7 +61,8 @@ def test_manifest_records_lineage_and_everything_needed_to_score(trained, fleet_
     assert {r["partition"]: (r["start"], r["end"]) for r in ranges} == marks
     assert manifest["metrics"]["rows"]["read"] == 24000
     assert manifest["features"]["names"][0] == "speed_kmh" and len(manifest["features"]["mean"]) == 17
-    assert manifest["threshold"] > 0 and manifest["threshold_quantile"] == 0.995
+    assert manifest["threshold"] > 0 and manifest["threshold_rule"]["quantile"] == 0.99
+    assert manifest["features"]["context"] == "window" and len(manifest["model"]["members"]) == 3
     assert manifest["libraries"]["tensorflow"].startswith("2.19")
     report = store / fleet_topic / "artifacts" / manifest["artifact"] / "report.png"
     assert report.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and report.stat().st_size > 20_000

@@ -1,26 +1,31 @@
-"""The UDF inside Flink's Python workers (mini-cluster): same scores as plain Python, callable from SQL."""
+"""The UDF inside Flink's Python workers (mini-cluster): same scores as plain Python, callable from SQL.
+
+A point model (``ANOMALY(sensor, ...)``, as from the SQL client) and the default windowed model
+(``ANOMALY(sensors, earlier readings' sensors, times)``, as the jobs call it) in one job each.
+"""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from jobs.run_sql import job_parameters
-from tests.trained_model import REF
+from tests.trained_model import REF, model_inputs, simulated_frame
 from udfs.anomaly_score import AnomalyScore, anomaly_udf
-from tests.trained_model import simulated_frame
 
 pytestmark = pytest.mark.flink
 
 
 @pytest.fixture(scope="module")
-def rows_and_expected(trained_model):
-    uri, manifest = trained_model
+def rows_and_expected(point_model):
+    uri, manifest = point_model
     names = manifest["features"]["names"]
     frame = simulated_frame(events=800, seed=11, failure_rate=0.05)
-    frame.loc[5, names[3]] = np.nan  # one unscorable row
+    frame.loc[5, names[3]] = np.nan  # a missing sensor: imputed, flagged partial
+    frame.loc[6, names] = np.nan     # every sensor missing: unscorable
     fn = AnomalyScore(uri, REF)
     fn.open(None)
     expected = fn.eval(*[frame[c] for c in names])
+    assert expected.loc[5, "partial"] == f"imputed {names[3]}" and np.isnan(expected.loc[6, "score"])
     return frame, names, expected
 
 
@@ -34,12 +39,12 @@ def _table(t_env, frame, names):
     return t_env.from_elements(rows, row_type)
 
 
-def test_same_scores_in_a_minicluster_job_as_in_python(trained_model, rows_and_expected, flink_activated):
+def test_same_scores_in_a_minicluster_job_as_in_python(point_model, rows_and_expected, flink_activated):
     from pyflink.table.expressions import col
 
     from jobs.core.flink_env import table_environment
 
-    uri, manifest = trained_model
+    uri, manifest = point_model
     frame, names, expected = rows_and_expected
     t_env = table_environment(streaming=False, parallelism__default=1,
                               **{"python__fn-execution__arrow__batch__size": 100})
@@ -59,10 +64,10 @@ def test_same_scores_in_a_minicluster_job_as_in_python(trained_model, rows_and_e
         assert got[2] == manifest["version"]
 
 
-def test_sql_calls_the_function_by_name(trained_model, rows_and_expected, flink_activated):
+def test_sql_calls_the_function_by_name(point_model, rows_and_expected, flink_activated):
     from jobs.core.flink_env import table_environment
 
-    uri, manifest = trained_model
+    uri, manifest = point_model
     frame, names, expected = rows_and_expected
     t_env = table_environment(streaming=False, parallelism__default=1,
                               **{"pipeline__global-job-parameters": job_parameters({"vigil.model.uri": uri,
@@ -77,3 +82,32 @@ def test_sql_calls_the_function_by_name(trained_model, rows_and_expected, flink_
         exp = expected.loc[r[0], "score"]
         assert (r[1] is None) if np.isnan(exp) else r[1] == pytest.approx(exp, rel=1e-5)
         assert r[2] == manifest["version"]
+
+
+def test_a_windowed_model_scores_the_same_in_flink_as_in_python(trained_model, flink_activated):
+    import pandas as pd
+    from pyflink.table import DataTypes
+    from pyflink.table.expressions import col
+
+    from jobs.core.flink_env import table_environment
+
+    uri, manifest = trained_model
+    frame = simulated_frame(events=300, seed=12, failure_rate=0.05)
+    args = model_inputs(frame, manifest)
+    fn = AnomalyScore(uri, REF)
+    fn.open(None)
+    expected = fn.eval(*args)
+    names = [f"a{i}" for i in range(len(args))]
+    matrix = pd.concat(args, axis=1).to_numpy()
+    rows = [(i, *[None if np.isnan(v) else float(v) for v in values]) for i, values in enumerate(matrix)]
+    row_type = DataTypes.ROW([DataTypes.FIELD("id", DataTypes.BIGINT())]
+                             + [DataTypes.FIELD(n, DataTypes.DOUBLE()) for n in names])
+    t_env = table_environment(streaming=False, parallelism__default=1,
+                              **{"python__fn-execution__arrow__batch__size": 64})
+    scored = t_env.from_elements(rows, row_type).select(col("id"), anomaly_udf(uri, REF)(*[col(n) for n in names])
+                                                        .alias("r"))
+    flat = scored.select(col("id"), col("r").get("score"), col("r").get("is_anomaly"))
+    out = {r[0]: tuple(r)[1:] for r in flat.execute().collect()}
+    assert len(out) == len(frame)
+    for i, row in expected.iterrows():
+        assert out[i][0] == pytest.approx(row["score"], rel=1e-5) and out[i][1] == bool(row["is_anomaly"])

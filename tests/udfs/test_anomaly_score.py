@@ -6,7 +6,7 @@ import pytest
 
 from udfs.anomaly_score import AnomalyScore
 from udfs.autoencoder import NumpyScorer, TfScorer
-from tests.trained_model import MODEL, REF, simulated_frame
+from tests.trained_model import MODEL, REF, model_inputs, simulated_frame
 
 
 def opened(uri: str, **options) -> AnomalyScore:
@@ -19,12 +19,13 @@ def test_scores_flags_and_version(trained_model):
     uri, manifest = trained_model
     fn = opened(uri)
     frame = simulated_frame(events=2000, seed=99, failure_rate=0.05)
-    names = manifest["features"]["names"]
-    out = fn.eval(*[frame[c] for c in names])
+    out = fn.eval(*model_inputs(frame, manifest))
     assert len(out) == len(frame)
     assert (out["model_version"] == manifest["version"]).all()
     assert out["score"].notna().all() and (out["score"] >= 0).all()
-    assert (out["is_anomaly"] == (out["score"] > manifest["threshold"])).all()
+    warming = out["partial"].fillna("").str.startswith("warming up")
+    assert warming.sum() == frame["vehicle_id"].nunique() * (manifest["features"]["window"] - 1)
+    assert (out["is_anomaly"] == ((out["score"] > manifest["threshold"]) & ~warming)).all()
     labelled = frame["failure_label"].notna()
     # failures score far above normal readings (the model must have learned something)
     assert out.loc[labelled, "score"].median() > 5 * out.loc[~labelled, "score"].median()
@@ -33,9 +34,10 @@ def test_scores_flags_and_version(trained_model):
 def test_numpy_and_tf_engines_agree(trained_model):
     uri, manifest = trained_model
     tf_fn, np_fn = opened(uri, engine="tf"), opened(uri, engine="numpy")
-    assert isinstance(tf_fn._model.scorer, TfScorer) and isinstance(np_fn._model.scorer, NumpyScorer)
+    assert all(isinstance(m, TfScorer) for m, _ in tf_fn._model.scorer.members)
+    assert all(isinstance(m, NumpyScorer) for m, _ in np_fn._model.scorer.members)
     frame = simulated_frame(events=1500, seed=3)
-    cols = [frame[c] for c in manifest["features"]["names"]]
+    cols = model_inputs(frame, manifest)
     np.testing.assert_allclose(tf_fn.eval(*cols)["score"], np_fn.eval(*cols)["score"], rtol=1e-4, atol=1e-6)
 
 
@@ -44,7 +46,7 @@ def test_wrong_number_of_columns_names_the_features_and_scores_nothing(trained_m
     with caplog.at_level("ERROR"):
         out = fn.eval(pd.Series([1.0]), pd.Series([2.0]))
     assert out["score"].isna().all() and list(out["model_version"]) == ["none"]
-    assert "expects 17 feature columns" in caplog.text
+    assert "expected 17 sensor columns, or W x 17 sensor columns followed by W times" in caplog.text
 
 
 def test_no_model_configured_is_a_clear_error():
@@ -81,7 +83,7 @@ def test_hot_swap_follows_the_alias_and_refuses_what_does_not_fit(trained_model,
     fn = opened(str(store_dir), refresh_seconds=0.01, features=manifest["features"]["names"],
                 schema=manifest["schema"])
     frame = simulated_frame(events=50, seed=5)
-    cols = [frame[c] for c in manifest["features"]["names"]]
+    cols = model_inputs(frame, manifest)
     assert set(fn.eval(*cols)["model_version"]) == {f"{MODEL}@1"}
 
     registry, v2 = _next_version(trained_model, store_dir, threshold=manifest["threshold"] * 2)
@@ -109,16 +111,16 @@ def test_a_damaged_champion_falls_back_and_never_fails(trained_model, tmp_path):
     shutil.copytree(uri, store_dir)
     registry, v2 = _next_version(trained_model, store_dir)
     registry.set_alias(MODEL, "champion", v2.number)
-    (store_dir / MODEL / "artifacts" / v2.artifact / "model.keras").write_bytes(b"damaged")
+    (store_dir / MODEL / "artifacts" / v2.artifact / "member-0.keras").write_bytes(b"damaged")
     frame = simulated_frame(events=20, seed=6)
-    cols = [frame[c] for c in manifest["features"]["names"]]
+    cols = model_inputs(frame, manifest)
     # a (re)starting worker: the champion's files fail their checksum -> the version the job was planned with
     fn = opened(str(store_dir), fallback=1, features=manifest["features"]["names"])
     assert set(fn.eval(*cols)["model_version"]) == {f"{MODEL}@1"}
     # no fallback given: the alias's earlier target
     assert set(opened(str(store_dir)).eval(*cols)["model_version"]) == {f"{MODEL}@1"}
     # nothing usable at all: every row unscorable (the jobs dead-letter them), no exception
-    (store_dir / MODEL / "artifacts" / manifest["artifact"] / "model.keras").write_bytes(b"damaged too")
+    (store_dir / MODEL / "artifacts" / manifest["artifact"] / "member-0.keras").write_bytes(b"damaged too")
     out = opened(str(store_dir)).eval(*cols)
     assert out["score"].isna().all() and set(out["model_version"]) == {"none"}
 

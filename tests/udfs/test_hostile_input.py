@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from connectors.avro_serde import SCHEMA_HEADER, AvroSerializer, load_schema, schema_id
 from jobs import simulation
-from udfs.alert_rules import KInWindow, Reading
+from udfs.alert_rules import Hysteresis, Reading, replay
 from udfs.dead_letters import PREFIX_BYTES, open_payload, seal
 from udfs.preprocess import SQL_MAX_MS, SQL_MIN_MS, DecodeTelemetry, pseudonym
 
@@ -96,19 +96,19 @@ def test_a_dead_letter_keeps_a_bounded_sealed_prefix_and_the_true_size(key, size
 
 
 @FUZZ
-@given(steps=st.lists(st.tuples(st.integers(0, 10_000), st.floats(0, 1e6)), max_size=60),
-       count=st.integers(1, 5), window=st.floats(0.5, 600))
-def test_the_alert_rule_never_alerts_on_fewer_than_k_readings_within_the_window(steps, count, window):
-    rule, state = KInWindow(count, window), ()
+@given(flags=st.lists(st.booleans(), max_size=80), scores=st.lists(st.floats(0, 1e6), min_size=80, max_size=80),
+       enter=st.integers(1, 5), extra=st.integers(0, 5), clear=st.integers(1, 8))
+def test_the_alarm_rule_pairs_every_close_with_an_open(flags, scores, enter, extra, clear):
+    rule = Hysteresis(enter, enter + extra, clear)
     t0 = dt.datetime(2026, 1, 1)
-    for i, (seconds, score) in enumerate(sorted(steps)):
-        state, alert = rule.step(state, Reading(t0 + dt.timedelta(seconds=seconds), score, 0, i))
-        if alert:
-            assert alert["anomalies"] == count == len(alert["readings"])
-            span = (alert["last_event_time"] - alert["first_event_time"]).total_seconds()
-            assert span <= window and alert["max_score"] == max(r["score"] for r in alert["readings"])
-            assert state == ()
-        assert len(state) < count
+    readings = [Reading(t0 + dt.timedelta(seconds=i), scores[i], 0, i) for i in range(len(flags))]
+    events = replay(rule, flags, readings)
+    statuses = [e["status"] for e in events]
+    assert statuses == (["open", "closed"] * len(events))[:len(events)]
+    for e in events:
+        assert e["anomalies"] >= (enter if e["status"] == "open" else 1)
+        assert e["max_score"] == max(r["score"] for r in e["readings"]) or e["anomalies"] > len(e["readings"])
+    assert replay(rule, flags, readings, only_relevant=True) == events
 
 
 def test_a_huge_valid_looking_record_is_an_error_not_a_crash(decoder):

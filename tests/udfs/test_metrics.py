@@ -7,7 +7,7 @@ import pandas as pd
 
 from udfs.anomaly_score import AnomalyScore
 from udfs.preprocess import DecodeTelemetry
-from tests.trained_model import REF, simulated_frame
+from tests.trained_model import model_inputs, REF, simulated_frame
 
 
 class Recorder:
@@ -50,10 +50,13 @@ def test_anomaly_reports_scored_anomalies_quantiles_latency_and_version(trained_
     fn = AnomalyScore(uri, REF)
     fn.open(ctx)
     frame = simulated_frame(events=1000, seed=4, failure_rate=0.05)
-    cols = [frame[c] for c in manifest["features"]["names"]]
-    cols[0] = cols[0].copy()
-    cols[0].iloc[0] = np.nan
+    cols = model_inputs(frame, manifest)
+    n = len(manifest["features"]["names"])
+    for j in range(n):   # every sensor of the first reading missing: unscorable
+        cols[j] = cols[j].copy()
+        cols[j].iloc[0] = np.nan
     out = fn.eval(*cols)
+    assert out["partial"].iloc[0].startswith("every sensor missing")
     vigil = ctx.metrics.children["vigil"]
     assert vigil.counters["events_scored"] == 999
     assert vigil.counters["anomalies"] == sum(bool(flag) for flag in out["is_anomaly"] if flag is not None)

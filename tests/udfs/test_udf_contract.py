@@ -17,8 +17,9 @@ def all_udfs(uri: str) -> list:
 
 
 @pytest.fixture
-def udf_cases(trained_model):
-    uri, manifest = trained_model
+def udf_cases(point_model):
+    """ANOMALY(sensors...) of a point model: one argument per sensor (windows: tests/udfs/test_anomaly_score.py)."""
+    uri, manifest = point_model
     return [(fn, len(manifest["features"]["names"])) for fn in all_udfs(uri)]
 
 
@@ -37,15 +38,19 @@ def test_length_in_equals_length_out(udf_cases, rows):
         assert len(out) == rows
 
 
-def test_nan_inf_and_null_give_null_scores_not_crashes(udf_cases):
+def test_nan_inf_and_null_are_imputed_or_unscorable_never_a_crash(udf_cases, point_model):
+    names = point_model[1]["features"]["names"]
     for fn, n in udf_cases:
         fn.open(None)
-        cols = [pd.Series([1.0, np.nan, np.inf, -np.inf, None, 2.0], dtype="float64") for _ in range(n)]
-        cols[0] = pd.Series([1.0, 1.0, 1.0, 1.0, 1.0, np.nan])
+        cols = [pd.Series([1.0, np.nan, np.inf, -np.inf, None, 2.0, np.nan], dtype="float64") for _ in range(n)]
+        cols[0] = pd.Series([1.0, 1.0, 1.0, 1.0, 1.0, np.nan, None])
         out = fn.eval(*cols)
-        assert len(out) == 6
-        assert out["score"].notna().tolist() == [True, False, False, False, False, False]
-        assert out["is_anomaly"].isna().tolist() == [False, True, True, True, True, True]
+        assert len(out) == 7
+        # a missing or non-finite sensor is imputed (and named); with every sensor missing, nothing to score
+        assert out["score"].notna().tolist() == [True] * 6 + [False]
+        assert out["is_anomaly"].isna().tolist() == [False] * 6 + [True]
+        assert out["partial"].isna().tolist()[0] and out["partial"][1] == "imputed " + ", ".join(names[1:])
+        assert out["partial"][5] == f"imputed {names[0]}" and out["partial"][6].startswith("every sensor missing")
         assert out["model_version"].notna().all()
 
 
