@@ -393,11 +393,11 @@ class KafkaBroker(Service):
     def _cluster_id(self) -> str:
         """A new cluster id; the nodes of one local cluster share theirs (``<home>/kafka/cluster-id``)."""
         if self.settings.kafka.brokers == 1:
-            return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            return new_cluster_id()
         path = self.settings.home / "kafka" / "cluster-id"
-        if not path.exists():
+        if not path.exists() or path.read_text().strip().startswith("-"):
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+            path.write_text(new_cluster_id())
         return path.read_text().strip()
 
     def _jvm_flags(self) -> list[str]:
@@ -424,6 +424,18 @@ class KafkaBroker(Service):
             return True
         except Exception:  # noqa: BLE001 - any failure means "not ready yet"
             return False
+
+
+def new_cluster_id() -> str:
+    """A random KRaft cluster id (base64url of 16 bytes) that does not start with '-'.
+
+    Kafka's own ``Uuid.randomUuid`` skips those too: the storage tool's argument parser would take
+    such an id (``-t -abc...``) for an option and refuse to format (about one id in 64).
+    """
+    while True:
+        made = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not made.startswith("-"):
+            return made
 
 
 class KafkaCluster:
