@@ -29,17 +29,17 @@ import yaml
 from confluent_kafka.admin import AdminClient
 
 from connectors import flink_kafka, schema_store
-from connectors.avro_serde import load_schema
+from connectors.avro_serde import feature_columns, load_schema
 from connectors.errors import BrokerUnavailable
 from connectors.kafka_io import AvroProducer, check_broker, client_config, create_topic, read_all
 from connectors.records import outputs
-from jobs import simulation
+from jobs import run_sql, simulation
 from stack import certs
 from stack.__main__ import make_secrets
 from stack.flink_cluster import LocalFlinkCluster
 from stack.services import KafkaCluster, Mosquitto, ServiceError
 from tests.contract import read_checked
-from tests.stack.cluster_fixture import free_port
+from tests.stack.cluster_fixture import flink_cluster, free_port  # noqa: F401 - the fixture
 from tests.trained_model import REF
 from vigil.settings import PROJECT_ROOT, KafkaAddress, SettingsError, VigilSettings
 
@@ -238,6 +238,83 @@ def test_a_scoring_job_runs_end_to_end_on_the_sasl_ssl_listener(sasl_broker: Vig
     assert len(scored) == 300 and read_checked(address, f"{topic}.dlq", contracts.dead_letters) == []
 
 
+# --- the SQL scripts -----------------------------------------------------------------------------------
+
+SQL_SCRIPT = PROJECT_ROOT / "jobs" / "sql" / "score_events.sql"
+
+
+def _sql_options(**overrides) -> run_sql.RunSqlOptions:
+    return run_sql.RunSqlOptions(**{"script": SQL_SCRIPT, "telemetry_topic": "t", "scored_topic": "t.scored",
+                                    **overrides})
+
+
+def test_the_sql_scripts_kafka_tables_connect_with_the_settings_security(tmp_path):
+    schema = load_schema()
+    manifest = {"version": "v1", "features": {"names": feature_columns(schema)}}
+    plain = VigilSettings.load({"home": tmp_path, "kafka.bootstrap_servers": "127.0.0.1:1", "model.store": "/m"})
+    text = run_sql.render(SQL_SCRIPT.read_text(), run_sql.placeholders(_sql_options(), plain, schema, manifest))
+    assert text.count("'properties.bootstrap.servers' = '127.0.0.1:1'") == 2 and "security.protocol" not in text
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here")
+    secured = VigilSettings.load({"home": tmp_path, "kafka.bootstrap_servers": "127.0.0.1:1", "model.store": "/m",
+                                  "kafka.security_protocol": "SASL_SSL", "kafka.sasl_username": "alice",
+                                  "kafka.sasl_password": SECRET_PASSWORD, "kafka.ssl_ca_file": str(ca)})
+    values = run_sql.placeholders(_sql_options(), secured, schema, manifest)
+    text = run_sql.render(SQL_SCRIPT.read_text(), values)
+    for table in ("CREATE TEMPORARY TABLE telemetry", "CREATE TEMPORARY TABLE scored"):
+        ddl = text[text.index(table):text.index(");", text.index(table))]
+        assert "'properties.security.protocol' = 'SASL_SSL'" in ddl, table
+        assert "'properties.sasl.mechanism' = 'SCRAM-SHA-512'" in ddl
+        assert f"'properties.ssl.truststore.location' = '{ca}'" in ddl
+        assert f"'properties.sasl.jaas.config' = '${{vigilsecret:{secured.kafka.sasl_secret_file}:" in ddl
+    assert SECRET_PASSWORD not in text, "the password must not be in the rendered script"
+    # a script that connects with the bare address would try without the login: refused, on one line
+    with pytest.raises(ValueError, match="without \\$\\{KAFKA_CONNECTION\\}") as bad:
+        run_sql.render("CREATE TABLE x WITH ('properties.bootstrap.servers' = '${BOOTSTRAP_SERVERS}');", values)
+    assert "\n" not in str(bad.value)
+
+
+@pytest.mark.kafka
+@pytest.mark.flink
+def test_the_sql_script_scores_through_the_sasl_ssl_listener_on_a_standalone_cluster(
+        sasl_broker: VigilSettings, flink_cluster, trained_model, monkeypatch, capsys, tmp_path):  # noqa: F811
+    address = sasl_broker.bootstrap_servers
+    source = f"sec.sql.{uuid.uuid4().hex[:8]}"
+    scored_topic = f"{source}.scored"
+    create_topic(address, source, 2)
+    schema_store.register(address, source, load_schema())
+    with AvroProducer(address, source, load_schema()) as producer:
+        for r in simulation.generate(simulation.FleetSettings(vehicles=3, events=120, seed=9, failure_rate=0.0)):
+            producer.send(r, key=r["vehicle_id"])
+    kafka = sasl_broker.kafka
+    user, password = kafka.require_sasl()
+    for key, value in {"VIGIL_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "VIGIL_KAFKA_SASL_USERNAME": user,
+                       "VIGIL_KAFKA_SASL_PASSWORD": password, "VIGIL_KAFKA_SSL_CA_FILE": str(kafka.ssl_ca_file),
+                       "VIGIL_KAFKA_SASL_SECRET_FILE": str(tmp_path / "kafka-sasl.properties"),
+                       "VIGIL_FLINK_REST_PORT": str(flink_cluster.settings.flink.rest_port)}.items():
+        monkeypatch.setenv(key, value)
+    code = run_sql.main([str(SQL_SCRIPT), "--telemetry-topic", source, "--scored-topic", scored_topic,
+                         "--model-store", Path(trained_model[0]).as_uri(), "--model", REF, "--bounded",
+                         "--bootstrap-servers", address, "--group-id", f"g-{scored_topic}"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert password not in printed.out + printed.err
+    rendered = run_sql.rendered_path(_sql_options(scored_topic=scored_topic), flink_cluster.settings)
+    assert "'properties.security.protocol' = 'SASL_SSL'" in rendered.read_text()
+    assert password not in rendered.read_text()
+    rendered.unlink()
+    import re
+
+    job_id = re.search(r"submitted job ([0-9a-f]{32})", printed.out).group(1)
+    state = flink_cluster.wait_for_job(job_id, timeout=240)
+    assert state == "FINISHED", flink_cluster.job_exception(job_id)
+    scored = read_checked(address, scored_topic, outputs(load_schema()).scored)
+    assert sorted((r["source_partition"], r["source_offset"]) for r in scored) == \
+        sorted((m.partition(), m.offset()) for m in read_all(address, source))
+    assert len(scored) == 120
+
+
 # --- Mosquitto with a password file -----------------------------------------------------------------
 
 def _connect(port: int, username: str | None = None, password: str | None = None) -> str:
@@ -315,6 +392,13 @@ def test_flink_rest_answers_over_https_with_the_generated_certificate(flink_acti
         verified = ssl.create_default_context(cafile=str(tls.ca))
         with urllib.request.urlopen(cluster.rest_url + "/overview", context=verified, timeout=10) as response:
             assert json.loads(response.read())["taskmanagers"] == 1
+        # Flink's own REST client (what `flink run` submits with) trusts it through the rendered config;
+        # `-m` needs the scheme (without it the CLI speaks plain HTTP)
+        assert cluster.address == cluster.rest_url.removeprefix("http://")
+        listed = subprocess.run([str(cluster.script("flink")), "list", "-m", cluster.address],
+                                env=cluster.environment(), capture_output=True, text=True, timeout=180)
+        assert listed.returncode == 0 and "No running jobs" in listed.stdout, \
+            (listed.stdout + listed.stderr)[-3000:]
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):   # a CA it was not made by
             urllib.request.urlopen(cluster.rest_url + "/overview", context=ssl.create_default_context(), timeout=10)
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):         # plain http: no answer
