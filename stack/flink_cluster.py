@@ -110,8 +110,11 @@ class LocalFlinkCluster:
 
     @property
     def address(self) -> str:
-        """``host:port`` as ``flink run -m`` wants it."""
-        return f"{self.settings.host}:{self.settings.flink.rest_port}"
+        """What ``flink run -m`` / ``flink list -m`` want: ``host:port``, or ``https://host:port`` with
+        ``flink.rest_ssl`` (the CLI takes an address without a scheme for http and talks plain HTTP to
+        it, whatever the config's ``security.ssl.rest.enabled`` says)."""
+        plain = f"{self.settings.host}:{self.settings.flink.rest_port}"
+        return f"https://{plain}" if self.settings.flink.rest_ssl else plain
 
     def environment(self) -> dict[str, str]:
         """Environment for the cluster scripts and its clients (flink, sql-client.sh)."""
