@@ -379,10 +379,18 @@ class KafkaBroker(Service):
                    "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self._properties)]
         if nodes == 1:
             command.append("--standalone")
+        argfile = self.dir / "format.args"
         if s.kafka.security_protocol == "SASL_SSL":
             user, password = s.kafka.require_sasl()
             command += ["--add-scram", f"{s.kafka.sasl_mechanism}=[name={user},password={password}]"]
-        result = subprocess.run(command, capture_output=True, text=True, cwd=self.dir)
+            # Not on the command line (any local user can read /proc/<pid>/cmdline): the java
+            # launcher reads the arguments from an owner-only @argfile, removed right after.
+            write_secret_file(argfile, "\n".join(_argfile_quoted(a) for a in command[1:]) + "\n")
+            command = [command[0], f"@{argfile}"]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, cwd=self.dir)
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             shown = result.stdout + result.stderr
             if s.kafka.security_protocol == "SASL_SSL":
@@ -424,6 +432,11 @@ class KafkaBroker(Service):
             return True
         except Exception:  # noqa: BLE001 - any failure means "not ready yet"
             return False
+
+
+def _argfile_quoted(arg: str) -> str:
+    """One argument of a java launcher @argfile: double-quoted, backslashes and quotes escaped."""
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def new_cluster_id() -> str:

@@ -170,6 +170,10 @@ def test_clients_without_the_login_are_refused_and_the_projects_clients_log_in(s
     admin.poll(0.5)
     assert any("certificate" in e.str() for e in errors), [e.str() for e in errors]
 
+    # the SCRAM user was created at format time from an owner-only argument file, gone since
+    assert not list(sasl_broker.home.rglob("format.args"))
+    assert (sasl_broker.home / "kafka" / "server.properties").stat().st_mode & 0o077 == 0
+
     # the project's clients, given the settings' address, log in: admin, producer, consumer, schema store
     check_broker(address)
     topic = f"sec.{uuid.uuid4().hex[:8]}"
