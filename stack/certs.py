@@ -18,6 +18,7 @@ it does not cover the configured host or expires within 30 days.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 import json
 import secrets
@@ -96,7 +97,10 @@ def ensure(settings: VigilSettings) -> TlsFiles:
         ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     else:
         ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Vigil local CA ({settings.home})")])
+        # a common name holds at most 64 characters: the home's path can be longer
+        home_digest = hashlib.sha256(str(settings.home).encode()).hexdigest()[:12]
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Vigil local CA {home_digest}"),
+                          x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, _fit(str(settings.home)))])
         ca_cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                    .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
                    .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
@@ -129,7 +133,7 @@ def ensure(settings: VigilSettings) -> TlsFiles:
     if not _server_certificate_fits(made, password, names, now):
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, settings.host)]))
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _fit(settings.host))]))
                 .issuer_name(ca_cert.subject).public_key(key.public_key())
                 .serial_number(x509.random_serial_number())
                 .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=_VALID_DAYS))
@@ -144,6 +148,11 @@ def ensure(settings: VigilSettings) -> TlsFiles:
         truststore = pkcs12.serialize_java_truststore([pkcs12.PKCS12Certificate(ca_cert, b"vigil-ca")], protection())
         _write_bytes(made.truststore, truststore)
     return made
+
+
+def _fit(text: str, limit: int = 64) -> str:
+    """``text`` cut to an X.509 name attribute's 64 characters (its end kept, where paths differ)."""
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
 
 
 def _alt_names(host: str) -> list:

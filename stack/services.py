@@ -275,8 +275,17 @@ class KafkaBroker(Service):
         except (SettingsError, certs.CertificateError) as exc:
             raise ServiceError(str(exc)) from None
         mechanism = kafka.sasl_mechanism
-        jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" '
-                f'password="{password}";')
+        awkward = sorted({c for c in user + password if c in ',[]="\\' or c.isspace()})
+        if awkward:
+            raise ServiceError(f"the local Kafka broker's SASL user and password may not contain {' '.join(awkward)!r} "
+                               f"(the storage tool's SCRAM syntax); setup's generated login never does")
+
+        def quoted(text: str) -> str:  # a JAAS string (StreamTokenizer: backslash escapes)
+            return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+        jaas = (f"org.apache.kafka.common.security.scram.ScramLoginModule required username={quoted(user)} "
+                f"password={quoted(password)};")
+        jaas = jaas.replace("\\", "\\\\").replace("\n", "\\n")  # then a .properties value
         store = tls.password.get_secret_value()
         return [f"listeners=SASL_SSL://{client},{controller}",
                 f"advertised.listeners=SASL_SSL://{client}",

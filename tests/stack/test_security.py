@@ -423,4 +423,9 @@ def test_bad_security_settings_fail_with_one_line(tmp_path):
     with pytest.raises(ServiceError, match="no TLS material|no SASL login") as info:
         broker.prepare()
     assert "\n" not in str(info.value)
+    awkward = _sasl_settings(tmp_path, **{"kafka.sasl_username": "vigil", "kafka.sasl_password": 'a,b"c'})
+    certs.ensure(awkward)   # also: a home path longer than the 64 characters of a certificate name
+    with pytest.raises(ServiceError, match="may not contain") as info:
+        KafkaCluster(awkward).nodes[0].prepare()
+    assert "\n" not in str(info.value) and 'a,b"c' not in str(info.value)
     assert isinstance(KafkaAddress.of("h:1"), str) and KafkaAddress.of("h:1").connection.security_protocol == "PLAINTEXT"
