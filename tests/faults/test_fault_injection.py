@@ -1,5 +1,15 @@
 """Fault injection: exactly-once holds while TaskManagers, a Python worker, a broker and the whole job fail.
 
+STATUS: UNFINISHED (issue 11 item 7); not in `make test` (`make test-faults` runs it). The one run
+so far (2 shared CPU cores, 50,000 events at 1,000/s) got through the 3-broker cluster, the two
+TaskManagers and the three TaskManager kills (tasks running again after 28-68 s, output again
+after 59-87 s), then failed at the Python worker kill: "the job never noticed it (300 s)". The
+likely cause: by then the job had caught up with all the input (the producer ends long before
+the faults do on a slow machine), and a dead Python worker is noticed only when records reach it.
+Also seen: a SIGKILLed TaskManager leaves its Python workers running (parent 1); the suite does
+not clean them up yet. The broker kill and the cancel + resume have never run, and neither has
+the 200,000-event quick mode.
+
 One run of the Table API scoring job (jobs/score_events.py, submitted with ``flink run`` like a
 user does) at parallelism 2 on a standalone cluster of one JobManager and two TaskManagers (two
 slots each, spread evenly: the job starts on both), reading from and writing to a local Kafka
