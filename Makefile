@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 VIGIL_HOME ?= $(CURDIR)/.vigil
 export VIGIL_HOME
 
-.PHONY: setup up down purge status demo test test-fast bench lock
+.PHONY: setup up down purge status demo test test-fast test-faults bench lock
 
 # --- setup: Python environment + Java parts + Flink home (idempotent, stamps skip done work) ---
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -67,7 +67,12 @@ demo: up
 
 # --- tests: everything, against the real broker, S3 server and Flink mini-cluster ---
 test: up
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not faults"
+
+# PARTIAL (issue 11 item 7): the fault-injection suite has passed at a reduced size only
+# (tests/faults/); kept out of `make test` until its quick mode has run.
+test-faults: up
+	$(PY) -m pytest -m faults tests/faults -s
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not kafka and not flink and not s3"

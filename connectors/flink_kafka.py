@@ -5,6 +5,12 @@ schema (connectors/schemas or the schema store): field order and nullability mus
 writer's schema exactly, because schemaless Avro carries no field names. Every source table also
 exposes the Kafka partition, offset and timestamp as metadata columns, so errors can point at the
 exact record they came from.
+
+Every source and sink here gets its Kafka client properties from :func:`client_properties`, the
+Java twin of connectors.kafka_io.client_config: with ``kafka.security_protocol = SASL_SSL`` the
+connectors log in with SASL/SCRAM over TLS. The password never enters the job graph: the
+properties name a 0600 file (``kafka.sasl_secret_file``) that Kafka's FileConfigProvider reads
+inside each Flink JVM, the way the workers read the pseudonymisation secret from its file.
 """
 from __future__ import annotations
 
@@ -26,6 +32,11 @@ from pyflink.table.types import DataType
 
 from connectors.avro_serde import field_type, roles
 from connectors.errors import SchemaError
+from vigil.settings import KafkaAddress, KafkaSettings, write_secret_file
+
+# Kafka's classes as the SQL connector jar shades them (PyFlink's Kafka wrappers need that jar).
+_SHADED = "org.apache.flink.kafka.shaded.org.apache.kafka"
+_SECRET_PROVIDER = "vigilsecret"  # the config provider alias the properties resolve the login with
 
 SOURCE_METADATA = {
     "kafka_partition": ("INT", "partition"),
@@ -103,8 +114,62 @@ def table_schema(avro_schema: dict[str, Any], *, metadata: bool = True,
     return builder.build()
 
 
+def client_properties(bootstrap: str | KafkaSettings) -> dict[str, str]:
+    """The Java Kafka client properties of a Flink source or sink of ``bootstrap``: address and security.
+
+    The twin of connectors.kafka_io.client_config, and the one place a Flink Kafka client's
+    connection is configured. SASL_SSL: SCRAM login, brokers verified against ``ssl_ca_file`` (a
+    PEM truststore, host names included); ``sasl.jaas.config`` is a reference
+    (``${vigilsecret:<file>:sasl.jaas.config}``) that Kafka's FileConfigProvider resolves from
+    ``kafka.sasl_secret_file`` when the client starts, and this function (re)writes that file, 0600,
+    from the settings' user and password. A TaskManager on another machine needs the same file at
+    the same path. Raises SettingsError naming a missing login or CA file.
+    """
+    kafka = KafkaAddress.of(bootstrap).connection
+    props = {"bootstrap.servers": kafka.bootstrap_servers}
+    if kafka.security_protocol == "SASL_SSL":
+        secret_file = write_sasl_secret_file(kafka)
+        props.update({
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": kafka.sasl_mechanism,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(kafka.require_ca_file()),
+            "ssl.endpoint.identification.algorithm": "https",
+            "config.providers": _SECRET_PROVIDER,
+            f"config.providers.{_SECRET_PROVIDER}.class": f"{_SHADED}.common.config.provider.FileConfigProvider",
+            "sasl.jaas.config": f"${{{_SECRET_PROVIDER}:{secret_file}:sasl.jaas.config}}",
+        })
+    return props
+
+
+def table_options(bootstrap: str | KafkaSettings) -> dict[str, str]:
+    """:func:`client_properties` as options of a Kafka table (``properties.<key>``), e.g. for SQL DDL."""
+    return {f"properties.{key}": value for key, value in client_properties(bootstrap).items()}
+
+
+def write_sasl_secret_file(kafka: KafkaSettings) -> str:
+    """Write the Flink clients' SASL login (a JAAS line) to ``kafka.sasl_secret_file``, 0600; returns its path."""
+    user, password = kafka.require_sasl()
+    if kafka.sasl_secret_file is None:
+        raise ValueError("kafka.sasl_secret_file is not set")
+
+    def quoted(text: str) -> str:  # a JAAS string, then a .properties value
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    jaas = (f"{_SHADED}.common.security.scram.ScramLoginModule required "
+            f"username={quoted(user)} password={quoted(password)};")
+    text = "sasl.jaas.config=" + jaas.replace("\\", "\\\\").replace("\n", "\\n") + "\n"
+    path = kafka.sasl_secret_file
+    if not path.is_file() or path.read_text() != text or (path.stat().st_mode & 0o077):
+        write_secret_file(path, text)
+    return str(path)
+
+
 def _kafka_common(descriptor: TableDescriptor.Builder, topic: str, bootstrap: str) -> TableDescriptor.Builder:
-    return descriptor.option("topic", topic).option("properties.bootstrap.servers", bootstrap)
+    descriptor = descriptor.option("topic", topic)
+    for key, value in table_options(bootstrap).items():
+        descriptor = descriptor.option(key, value)
+    return descriptor
 
 
 def avro_source(topic: str, bootstrap: str, avro_schema: dict[str, Any], *, group_id: str,
@@ -240,6 +305,8 @@ def bytes_stream_source(topic: str, bootstrap: str, *, group_id: str, bounded: b
     builder = (KafkaSource.builder().set_bootstrap_servers(bootstrap).set_topics(topic)
                .set_group_id(group_id).set_starting_offsets(_offsets(start))
                .set_property("isolation.level", "read_committed"))
+    for key, value in client_properties(bootstrap).items():
+        builder = builder.set_property(key, value)
     builder._j_builder.setDeserializer(j_deserializer)
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
@@ -256,6 +323,8 @@ def string_stream_sink(topic: str, bootstrap: str, *, exactly_once: bool = False
     serializer = (KafkaRecordSerializationSchema.builder().set_topic(topic)
                   .set_value_serialization_schema(SimpleStringSchema()).build())
     builder = KafkaSink.builder().set_bootstrap_servers(bootstrap).set_record_serializer(serializer)
+    for key, value in client_properties(bootstrap).items():
+        builder = builder.set_property(key, value)
     if exactly_once:
         builder = (builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
                    .set_transactional_id_prefix(transactional_prefix or f"vigil-{topic}")

@@ -2,6 +2,12 @@
 
 Flink jobs use Flink's own Kafka connector (connectors/flink_kafka.py); this module serves the
 simulator, replay, the schema store, the topic tools and the tests.
+
+Every client here, and every client elsewhere in the project, is configured from
+:func:`client_config`: the address plus the connection's security (SASL/SCRAM over TLS when
+``kafka.security_protocol`` is SASL_SSL). Functions take the bootstrap servers as a str; pass
+``settings.bootstrap_servers`` (a :class:`vigil.settings.KafkaAddress`, which carries the login),
+and a plain str means a PLAINTEXT connection.
 """
 from __future__ import annotations
 
@@ -14,19 +20,62 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from connectors.avro_serde import SCHEMA_HEADER, AvroSerializer, schema_id
 from connectors.errors import BrokerUnavailable, ConnectorError
+from vigil.settings import KafkaAddress, KafkaSettings
 
-_QUIET = {"log_level": 0}
-DEFAULT_PARTITIONS = 3  # of every topic Vigil creates, unless a command is told otherwise  # errors surface as exceptions here, not as librdkafka log spam
+_QUIET = {"log_level": 0}  # errors surface as exceptions here, not as librdkafka log spam
+DEFAULT_PARTITIONS = 3  # of every topic Vigil creates, unless a command is told otherwise
+
+
+def client_config(bootstrap: str | KafkaSettings) -> dict[str, Any]:
+    """The librdkafka configuration of a client of ``bootstrap``: address, security, quiet logging.
+
+    The one place a Python client's connection is configured; add the client's own keys to a copy
+    (``{**client_config(bootstrap), "group.id": ...}``). SASL_SSL: SCRAM login with the
+    connection's user and password, the brokers' certificates verified against ``ssl_ca_file``
+    (host names included). Raises SettingsError naming a missing login or CA file.
+    """
+    kafka = KafkaAddress.of(bootstrap).connection
+    config: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap_servers, **_QUIET}
+    if kafka.security_protocol == "SASL_SSL":
+        user, password = kafka.require_sasl()
+        config.update({
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": kafka.sasl_mechanism,
+            "sasl.username": user,
+            "sasl.password": password,
+            "ssl.ca.location": str(kafka.require_ca_file()),
+            "ssl.endpoint.identification.algorithm": "https",
+        })
+    return config
+
+
+def describe(bootstrap: str | KafkaSettings) -> str:
+    """The address and how it is reached, for messages: ``127.0.0.1:9092 (SASL_SSL, user vigil)``."""
+    kafka = KafkaAddress.of(bootstrap).connection
+    if kafka.security_protocol == "PLAINTEXT":
+        return kafka.bootstrap_servers
+    return f"{kafka.bootstrap_servers} ({kafka.security_protocol}, user {kafka.sasl_username or '(none)'})"
 
 
 def check_broker(bootstrap: str, timeout: float = 5.0) -> None:
-    """Raise BrokerUnavailable, naming the address, unless a broker answers within ``timeout``."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
+    """Raise BrokerUnavailable, naming the address, unless a broker answers within ``timeout``.
+
+    A broker that refuses the login (wrong user or password, a plaintext client on a TLS
+    listener) is reported as such.
+    """
+    errors: list[KafkaError] = []
+    admin = AdminClient({**client_config(bootstrap), "error_cb": errors.append})
     try:
         admin.list_topics(timeout=timeout)
     except KafkaException as exc:
+        admin.poll(0.5)  # serves error_cb: why the connections failed
+        refused = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+        if refused:
+            raise BrokerUnavailable(f"the Kafka broker at {describe(bootstrap)} refused the login: "
+                                    f"{refused[0].str()}") from exc
+        why = next((e.str() for e in errors if e.code() != KafkaError._ALL_BROKERS_DOWN), None)
         raise BrokerUnavailable(
-            f"no Kafka broker answers at {bootstrap} (waited {timeout:.0f}s). "
+            f"no Kafka broker answers at {describe(bootstrap)} (waited {timeout:.0f}s{'; ' + why if why else ''}). "
             f"Start the local one with `make up` or set --bootstrap-servers."
         ) from exc
 
@@ -55,13 +104,12 @@ class AvroProducer:
         self._headers = [(SCHEMA_HEADER, schema_id(schema).encode())]
         self.stats = DeliveryStats()
         self._producer = Producer({
-            "bootstrap.servers": bootstrap,
+            **client_config(bootstrap),
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": linger_ms,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 500_000,
-            **_QUIET,
             **(extra_config or {}),
         })
 
@@ -112,7 +160,7 @@ class AvroProducer:
 
 def end_offsets(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
     """{partition: (low, high)} watermarks of a topic."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "vigil-offsets", **_QUIET})
+    consumer = Consumer({**client_config(bootstrap), "group.id": "vigil-offsets"})
     try:
         meta = consumer.list_topics(topic, timeout=timeout)
         tmeta = meta.topics.get(topic)
@@ -135,9 +183,8 @@ def read_all(bootstrap: str, topic: str, *, timeout: float = 30.0, isolation: st
 
     targets = {p: high for p, (low, high) in end_offsets(bootstrap, topic).items() if high > low}
     consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"vigil-read-all-{time.time_ns()}",
+        **client_config(bootstrap), "group.id": f"vigil-read-all-{time.time_ns()}",
         "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": isolation,
-        **_QUIET,
     })
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in targets])
@@ -187,7 +234,7 @@ def plan_ranges(bootstrap: str, topic: str, *, start_ms: int | None = None, end_
     starts = {p: low for p, (low, _) in marks.items()}
     ends = {p: high for p, (_, high) in marks.items()}
     if start_ms is not None or end_ms is not None:
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "vigil-plan", **_QUIET})
+        consumer = Consumer({**client_config(bootstrap), "group.id": "vigil-plan"})
         try:
             for bound, target in ((start_ms, starts), (end_ms, ends)):
                 if bound is None:
@@ -221,8 +268,8 @@ def consume_ranges(bootstrap: str, topic: str, ranges: list[PartitionRange], *, 
     if not todo:
         return
     consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"vigil-range-{time.time_ns()}",
-        "enable.auto.commit": False, "isolation.level": "read_committed", **_QUIET,
+        **client_config(bootstrap), "group.id": f"vigil-range-{time.time_ns()}",
+        "enable.auto.commit": False, "isolation.level": "read_committed",
     })
     try:
         consumer.assign([TopicPartition(topic, r.partition, r.start) for r in todo.values()])
@@ -276,16 +323,20 @@ class TopicInfo:
 
 def _admin(bootstrap: str) -> AdminClient:
     check_broker(bootstrap)
-    return AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
+    return AdminClient(client_config(bootstrap))
 
 
 def create_topic(bootstrap: str, name: str, partitions: int = DEFAULT_PARTITIONS, config: dict[str, str] | None = None,
                  exist_ok: bool = True) -> bool:
-    """Create ``name``; returns False when it already existed (and ``exist_ok``)."""
+    """Create ``name``; returns False when it already existed (and ``exist_ok``).
+
+    The replication factor and min ISR are the cluster's defaults (``default.replication.factor``,
+    ``min.insync.replicas``): 1 on the single local broker, 3 and 2 on a local cluster of three.
+    """
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
     admin = _admin(bootstrap)
-    future = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+    future = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=-1,
                                            config=config or {})], operation_timeout=30)[name]
     try:
         future.result(timeout=30)

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Producer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from connectors import schema_store
 from connectors.avro_serde import (
@@ -64,10 +64,10 @@ from connectors.avro_serde import (
     validate_schema,
 )
 from connectors.errors import ConnectorError, DecodeError, SchemaError
-from connectors.kafka_io import _QUIET, DEFAULT_PARTITIONS, check_broker, create_topic
+from connectors.kafka_io import DEFAULT_PARTITIONS, check_broker, client_config, create_topic
 from connectors.payloads import json_record, payload_format
 from vigil.commands import Options, OptionsError, command, option
-from vigil.settings import MqttSettings, VigilSettings, read_pseudonym_secret
+from vigil.settings import KafkaAddress, MqttSettings, VigilSettings, read_pseudonym_secret
 
 
 class BridgeOptions(Options):
@@ -101,18 +101,27 @@ class BridgeSettings(BaseModel):
 
     mqtt_host: str = VigilSettings.model_fields["host"].default
     mqtt_port: int = Field(MqttSettings.model_fields["port"].default, ge=1, le=65535)
+    mqtt_username: str | None = None  # with mqtt_password: the bridge's login (mqtt.username/password)
+    mqtt_password: SecretStr | None = None
     mqtt_topic: str = BridgeOptions.model_fields["mqtt_topic"].default
     client_id: str = BridgeOptions.model_fields["client_id"].default
-    bootstrap_servers: str
+    bootstrap_servers: KafkaAddress  # carries the Kafka login (kafka.security_protocol, kafka.sasl_*)
     topic: str = BridgeOptions.model_fields["topic"].default
     partitions: int = Field(BridgeOptions.model_fields["partitions"].default, ge=1)
     schema_file: str | None = None  # for a topic with no registered schema (see the module docstring)
     # the pseudonymisation secret's file (dead letters hold no raw id)
     secret_file: str | None = Field(default_factory=lambda: str(VigilSettings.load().pseudonym.secret_file))
 
+    @model_validator(mode="after")
+    def _login_complete(self) -> BridgeSettings:
+        if bool(self.mqtt_username) != bool(self.mqtt_password and self.mqtt_password.get_secret_value()):
+            raise ValueError("mqtt_username and mqtt_password are given together (or neither: anonymous)")
+        return self
+
     @classmethod
     def of(cls, settings: VigilSettings, options: BridgeOptions) -> BridgeSettings:
-        return cls(mqtt_host=settings.mqtt.host, mqtt_port=settings.mqtt.port, mqtt_topic=options.mqtt_topic,
+        return cls(mqtt_host=settings.mqtt.host, mqtt_port=settings.mqtt.port, mqtt_username=settings.mqtt.username,
+                   mqtt_password=settings.mqtt.password, mqtt_topic=options.mqtt_topic,
                    client_id=options.client_id, bootstrap_servers=settings.bootstrap_servers, topic=options.topic,
                    partitions=options.partitions, schema_file=options.schema_file,
                    secret_file=str(settings.pseudonym.secret_file) if settings.pseudonym.secret_file else None)
@@ -254,8 +263,8 @@ class MqttBridge:
         headers = [(SCHEMA_HEADER, schema_id(schema).encode())]
         entity = roles(schema)["entity"]
         time_col = roles(schema)["time"]
-        producer = Producer({"bootstrap.servers": s.bootstrap_servers, "enable.idempotence": True,
-                             "acks": "all", "linger.ms": 5, **_QUIET})
+        producer = Producer({**client_config(s.bootstrap_servers), "enable.idempotence": True,
+                             "acks": "all", "linger.ms": 5})
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id, clean_session=False,
                              manual_ack=True)
         handled = [0]
@@ -318,6 +327,8 @@ class MqttBridge:
                 ready.set()
 
         client.on_connect, client.on_message, client.on_subscribe = on_connect, on_message, on_subscribe
+        if s.mqtt_username and s.mqtt_password:
+            client.username_pw_set(s.mqtt_username, s.mqtt_password.get_secret_value())
         try:
             client.connect(s.mqtt_host, s.mqtt_port, keepalive=30)
         except OSError as exc:

@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 
 from connectors.avro_serde import validate_schema
 from connectors.errors import SchemaError
-from connectors.kafka_io import _QUIET, create_topic, read_all
+from connectors.kafka_io import client_config, create_topic, read_all
 
 SCHEMA_TOPIC = "_vigil_schemas"
 
@@ -24,7 +24,7 @@ def register(bootstrap: str, topic: str, schema: dict[str, Any]) -> None:
     validate_schema(schema)
     create_topic(bootstrap, SCHEMA_TOPIC, partitions=1,
                  config={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"})
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", **_QUIET})
+    producer = Producer({**client_config(bootstrap), "acks": "all"})
     failures: list[str] = []
     producer.produce(SCHEMA_TOPIC, key=topic.encode(), value=json.dumps(schema).encode(),
                      on_delivery=lambda err, _m: failures.append(str(err)) if err else None)

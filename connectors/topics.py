@@ -12,7 +12,7 @@ import sys
 from connectors import schema_store
 from connectors.avro_serde import AvroDeserializer
 from connectors.errors import ConnectorError
-from connectors.kafka_io import _QUIET, DEFAULT_PARTITIONS, create_topic, delete_topic, describe_topic, end_offsets, list_topics
+from connectors.kafka_io import DEFAULT_PARTITIONS, client_config, create_topic, delete_topic, describe_topic, end_offsets, list_topics
 from vigil.commands import Options, command, group, key_values, option
 from vigil.settings import VigilSettings
 
@@ -30,8 +30,7 @@ def peek(bootstrap: str, name: str, count: int = 5) -> list[str]:
     schema = schema_store.lookup(bootstrap, name)
     decode = AvroDeserializer(schema) if schema else None
     marks = end_offsets(bootstrap, name)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "vigil-peek",
-                         "enable.auto.commit": False, **_QUIET})
+    consumer = Consumer({**client_config(bootstrap), "group.id": "vigil-peek", "enable.auto.commit": False})
     lines: list[str] = []
     try:
         wanted = {p: max(low, high - count) for p, (low, high) in marks.items() if high > low}

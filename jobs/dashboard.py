@@ -409,11 +409,11 @@ def follow_outputs(bootstrap: str, topics: Mapping[str, str], state: DashboardSt
     """
     from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
 
-    from connectors.kafka_io import _QUIET
+    from connectors.kafka_io import client_config
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"vigil-dashboard-{time.time_ns()}",
+    consumer = Consumer({**client_config(bootstrap), "group.id": f"vigil-dashboard-{time.time_ns()}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                         "isolation.level": "read_committed", "enable.partition.eof": True, **_QUIET})
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
     reached: dict[tuple[str, int], bool] = {}  # partition -> its end was reached once (the backlog is read)
     next_refresh = 0.0
     try:

@@ -33,7 +33,7 @@ from confluent_kafka import Consumer, Producer
 
 from connectors.avro_serde import load_schema
 from connectors.errors import ConnectorError
-from connectors.kafka_io import _QUIET, check_broker, read_all
+from connectors.kafka_io import check_broker, client_config, read_all
 from connectors.records import outputs
 from vigil.commands import Options, command, option
 from vigil.settings import PROJECT_ROOT, VigilSettings
@@ -149,7 +149,7 @@ def broken_records(bootstrap: str, topic: str) -> int:
     good = serialize(sample)
     bad = [good[:20], os.urandom(64), serialize({**sample, "engine_rpm": float("nan")}),
            serialize({**sample, "coolant_temp_c": 480.0}), serialize({**sample, "firmware_version": "beta"})]
-    producer = Producer({"bootstrap.servers": bootstrap, **_QUIET})
+    producer = Producer(client_config(bootstrap))
     for payload in bad:
         producer.produce(topic, key=sample["vehicle_id"].encode(), value=payload, headers=header)
     if producer.flush(30):
@@ -160,9 +160,9 @@ def broken_records(bootstrap: str, topic: str) -> int:
 def follow_alerts(bootstrap: str, topic: str, stop_event: threading.Event, shown: list[int], limit: int,
                   live_from: str) -> None:
     """Print live alerts (event time >= ``live_from``) as the job commits them, at most ``limit`` lines."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"vigil-demo-alerts-{time.time_ns()}",
+    consumer = Consumer({**client_config(bootstrap), "group.id": f"vigil-demo-alerts-{time.time_ns()}",
                          "auto.offset.reset": "earliest", "isolation.level": "read_committed",
-                         "enable.auto.commit": False, **_QUIET})
+                         "enable.auto.commit": False})
     consumer.subscribe([topic])
     try:
         while not stop_event.is_set():

@@ -130,6 +130,7 @@ def placeholders(options: RunSqlOptions, settings: VigilSettings, schema: dict[s
     }
     values = {k: sql_literal(v) for k, v in values.items()}
     values.update({k: sql_literal(v) for k, v in options.define.items()})
+    values["KAFKA_CONNECTION"] = kafka_connection(settings)
     # generated SQL fragments (identifiers are back-quoted; not string literals)
     values.update({
         "TELEMETRY_COLUMNS": ",\n  ".join(f"`{name}` {sql_type(dtype)}" for name, dtype in columns),
@@ -165,6 +166,18 @@ def context_fragments(schema: dict[str, Any], names: list[str], features: list[s
     }
 
 
+def kafka_connection(settings: VigilSettings) -> str:
+    """The Kafka tables' connection options as SQL: bootstrap servers and, with SASL_SSL, the login.
+
+    From connectors.flink_kafka.table_options, so the SQL tables connect exactly like the Python
+    jobs' Kafka tables; the SASL password is not in the script (it names the 0600 file that Kafka's
+    FileConfigProvider reads inside the Flink JVMs). Raises SettingsError naming a missing login
+    or CA file.
+    """
+    return ",\n  ".join(f"'{sql_literal(key)}' = '{sql_literal(value)}'"
+                         for key, value in flink_kafka.table_options(settings.bootstrap_servers).items())
+
+
 def scored_select(schema: dict[str, Any]) -> list[str]:
     """One SQL expression per column of the scored record (connectors/records.py), in order."""
     out = outputs(schema)
@@ -179,8 +192,15 @@ def scored_select(schema: dict[str, Any]) -> list[str]:
 def render(text: str, values: dict[str, str], source: str = "script") -> str:
     """Fill ``${NAME}`` placeholders; lines that are ``--`` comments are left as written.
 
-    Raises ValueError naming every placeholder without a value (and the first line it is on).
+    Raises ValueError naming every placeholder without a value (and the first line it is on), and
+    when a script connects with ``${BOOTSTRAP_SERVERS}`` alone while the connection is secured
+    (``KAFKA_CONNECTION`` has more than the address): its tables would try without the login.
     """
+    if ("${BOOTSTRAP_SERVERS}" in text and "${KAFKA_CONNECTION}" not in text
+            and "security.protocol" in values.get("KAFKA_CONNECTION", "")):
+        raise ValueError(f"{source}: uses ${{BOOTSTRAP_SERVERS}} without ${{KAFKA_CONNECTION}}, but the Kafka "
+                         f"connection is secured (kafka.security_protocol); put ${{KAFKA_CONNECTION}} in each "
+                         f"Kafka table's WITH clause instead of 'properties.bootstrap.servers'")
     missing: dict[str, int] = {}
     out = []
     for number, line in enumerate(text.splitlines(keepends=True), start=1):

@@ -1,6 +1,6 @@
 """The local stack: install, start, stop and inspect the services Vigil runs on one machine.
 
-    python -m stack setup            # resolve jars with Maven, build the Flink home, make the secrets
+    python -m stack setup            # resolve jars with Maven, build the Flink home, make the secrets and certificates
     python -m stack up [kafka s3 mosquitto]
     python -m stack status
     python -m stack down [--purge]   # --purge also deletes all data under VIGIL_HOME
@@ -18,11 +18,11 @@ import shutil
 import subprocess
 import sys
 
-from stack import flink_home
+from stack import certs, flink_home
 from stack.flink_cluster import FlinkClusterError, LocalFlinkCluster
 from stack.services import SERVICES, ServiceError
 from vigil.commands import Options, command, group, option
-from vigil.settings import PROJECT_ROOT, S3_CREDENTIALS_FILE, VigilSettings, write_secret_file
+from vigil.settings import KAFKA_CREDENTIALS_FILE, PROJECT_ROOT, S3_CREDENTIALS_FILE, VigilSettings, write_secret_file
 
 
 def resolve_jars(settings: VigilSettings) -> None:
@@ -38,7 +38,8 @@ def resolve_jars(settings: VigilSettings) -> None:
 
 
 def make_secrets(settings: VigilSettings) -> None:
-    """The per-install secrets under <home>/secrets (0700): pseudonym key, S3 keys. Never printed."""
+    """The per-install secrets under <home>/secrets (0700): pseudonym key, S3 keys, the Kafka brokers'
+    SASL user, the local CA and server certificate (stack/certs.py). Never printed."""
     folder = settings.secrets_dir
     key = folder / "pseudonym.key"
     if not key.exists():
@@ -49,6 +50,17 @@ def make_secrets(settings: VigilSettings) -> None:
         write_secret_file(s3, json.dumps({"access_key": "vigil-" + secrets.token_hex(6),
                                           "secret_key": secrets.token_urlsafe(30)}) + "\n", private_dir=True)
         print(f"created S3 credentials for the local s3proxy in {s3} (not printed)")
+    kafka = folder / KAFKA_CREDENTIALS_FILE
+    if not kafka.exists():
+        write_secret_file(kafka, json.dumps({"username": "vigil", "password": secrets.token_urlsafe(30)}) + "\n",
+                          private_dir=True)
+        print(f"created the local Kafka brokers' SASL/SCRAM user in {kafka} (used with "
+              f"VIGIL_KAFKA_SECURITY_PROTOCOL=SASL_SSL; not printed)")
+    had_ca = (certs.folder(settings) / certs.CA_FILE).exists()
+    tls = certs.ensure(settings)
+    if not had_ca:
+        print(f"created a local CA and a server certificate for {settings.host} in {tls.folder} (Kafka SASL_SSL, "
+              f"Flink REST over https)")
 
 
 def setup(settings: VigilSettings, _options: None) -> int:

@@ -1,4 +1,4 @@
-"""A local Flink standalone cluster (one JobManager, one TaskManager) and job submission to it.
+"""A local Flink standalone cluster (one JobManager, one or more TaskManagers) and job submission to it.
 
 The cluster runs from the project-local Flink home (stack/flink_home.py) with its scripts
 (``start-cluster.sh``, ``stop-cluster.sh``); jobs are submitted with ``flink run -py`` or
@@ -14,6 +14,10 @@ Each cluster keeps its own folder ``<home>/flink-cluster/<rest port>/`` with:
 * ``log/``   the JobManager and TaskManager logs (their tails are in every start-up error);
 * ``pid/``   the daemons' pid files, so ``stop()`` stops this cluster and no other.
 
+``conf/workers`` has one line per TaskManager: the supervisor (``python -m stack cluster
+supervise``) keeps that many running. With ``flink.rest_ssl`` the REST API answers over https
+only, and every call of this module verifies it against the local CA (stack/certs.py).
+
 ``flink-python`` stays in ``opt/``: the TaskManager does not need it in ``lib/`` because every
 client ships it with the job as a user jar (``flink run -py`` adds it to the program's jars;
 in ``sql-client.sh`` registering a ``LANGUAGE PYTHON`` function adds it to the session's jars).
@@ -26,6 +30,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -37,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from stack import flink_home
+from stack import certs, flink_home
 from stack.services import _alive, log_tail, port_open
 from vigil.settings import VigilSettings, write_secret_file
 
@@ -61,31 +66,55 @@ def _tail(text: str, lines: int = 40) -> str:
 
 
 class LocalFlinkCluster:
-    """A standalone Flink cluster on this machine, at ``http://<host>:<flink_rest_port>``.
+    """A standalone Flink cluster on this machine, at ``http(s)://<host>:<flink_rest_port>``.
 
     ``start()`` is idempotent (a healthy cluster is reused), ``stop()`` stops only the daemons
     this cluster's pid files name. All REST helpers raise FlinkClusterError when the cluster
-    does not answer.
+    does not answer. ``taskmanagers``: how many TaskManagers it runs (default: as many as its
+    ``conf/workers`` lists, else 1); ``config``: Flink options over the rendered project config
+    (nested dicts, e.g. ``{"taskmanager": {"numberOfTaskSlots": 1}}``).
     """
 
     startup_timeout_s: float = 120.0
 
-    def __init__(self, settings: VigilSettings) -> None:
+    def __init__(self, settings: VigilSettings, *, taskmanagers: int | None = None,
+                 config: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.dir = settings.home / "flink-cluster" / str(settings.flink.rest_port)
         self.conf_dir = self.dir / "conf"
         self.log_dir = self.dir / "log"
         self.pid_dir = self.dir / "pid"
+        if taskmanagers is None:
+            workers = self.conf_dir / "workers"
+            listed = [w for w in workers.read_text().split() if w] if workers.exists() else []
+            taskmanagers = max(1, len(listed))
+        if taskmanagers < 1:
+            raise ValueError(f"a cluster needs at least 1 TaskManager, got {taskmanagers}")
+        self.taskmanagers = taskmanagers
+        self.config_overrides = config or {}
 
     # --- addresses and environment -------------------------------------------------------------
     @property
     def rest_url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.flink.rest_port}"
+        scheme = "https" if self.settings.flink.rest_ssl else "http"
+        return f"{scheme}://{self.settings.host}:{self.settings.flink.rest_port}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """What the REST calls verify the cluster with over https: the local CA (None over http)."""
+        if not self.settings.flink.rest_ssl:
+            return None
+        try:
+            return ssl.create_default_context(cafile=str(certs.files(self.settings).ca))
+        except certs.CertificateError as exc:
+            raise FlinkClusterError(f"flink.rest_ssl is on but {exc}") from None
 
     @property
     def address(self) -> str:
-        """``host:port`` as ``flink run -m`` wants it."""
-        return f"{self.settings.host}:{self.settings.flink.rest_port}"
+        """What ``flink run -m`` / ``flink list -m`` want: ``host:port``, or ``https://host:port`` with
+        ``flink.rest_ssl`` (the CLI takes an address without a scheme for http and talks plain HTTP to
+        it, whatever the config's ``security.ssl.rest.enabled`` says)."""
+        plain = f"{self.settings.host}:{self.settings.flink.rest_port}"
+        return f"https://{plain}" if self.settings.flink.rest_ssl else plain
 
     def environment(self) -> dict[str, str]:
         """Environment for the cluster scripts and its clients (flink, sql-client.sh)."""
@@ -115,7 +144,7 @@ class LocalFlinkCluster:
         request = urllib.request.Request(self.rest_url + path, method=method, data=data,
                                          headers={"Content-Type": "application/json"} if data else {})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout, context=self.ssl_context()) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:2000]
@@ -188,6 +217,10 @@ class LocalFlinkCluster:
         """Ask the cluster to cancel a job (returns at once; use wait_for_job to see it CANCELED)."""
         self._request(f"/jobs/{job_id}?mode=cancel", method="PATCH")
 
+    def job_restarts(self, job_id: str) -> int:
+        """How often a job restarted (Flink's numRestarts metric)."""
+        return int(self._request(f"/jobs/{job_id}/metrics?get=numRestarts")[0]["value"])
+
     def stop_with_savepoint(self, job_id: str, directory: str | None = None, timeout: float = 300.0) -> str:
         """Stop a job after a savepoint (its Kafka transactions committed); returns the savepoint's path.
 
@@ -250,7 +283,7 @@ class LocalFlinkCluster:
 
     def write_config(self) -> Path:
         """Render conf/ for this cluster: the project config plus this cluster's own ports."""
-        config = flink_home.render_config(self.settings)
+        config = flink_home._deep_merge(flink_home.render_config(self.settings), self.config_overrides)
         s = self.settings
         # The JobManager RPC port must be fixed before the TaskManager starts; choosing a free one
         # lets a test cluster run beside a developer's cluster.
@@ -265,13 +298,13 @@ class LocalFlinkCluster:
                           f"# Rendered by stack/flink_cluster.py for the cluster at {self.rest_url}; edit flink-conf/.\n"
                           + yaml.safe_dump(config, sort_keys=True, width=10_000))
         (self.conf_dir / "masters").write_text(f"{s.host}:{s.flink.rest_port}\n")
-        (self.conf_dir / "workers").write_text(f"{s.host}\n")
+        (self.conf_dir / "workers").write_text(f"{s.host}\n" * self.taskmanagers)
         return self.conf_dir
 
     def start(self, timeout: float | None = None) -> str:
         """Start the cluster, or reuse a healthy one; returns 'reused' or 'started'.
 
-        Waits until the REST API reports at least one TaskManager with free slots. Raises
+        Waits until the REST API reports all its TaskManagers and free slots. Raises
         FlinkClusterError with the JobManager/TaskManager log tails when it does not get there.
         """
         timeout = self.startup_timeout_s if timeout is None else timeout
@@ -290,8 +323,9 @@ class LocalFlinkCluster:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             self.pid_dir.mkdir(parents=True, exist_ok=True)
             self.write_config()
+            # each daemon's start runs a JVM to compute its memory settings: slow on a busy machine
             result = subprocess.run([str(start_cluster)], env=self.environment(), capture_output=True,
-                                    text=True, timeout=60)
+                                    text=True, timeout=90 * (1 + self.taskmanagers))
             if result.returncode != 0:
                 raise FlinkClusterError(f"{start_cluster} failed ({result.returncode}):\n"
                                         f"{_tail(result.stdout + result.stderr)}\n{self.logs()}")
@@ -299,11 +333,12 @@ class LocalFlinkCluster:
         overview = None
         while time.monotonic() - began < timeout:
             overview = self.overview()
-            if overview and overview.get("taskmanagers", 0) >= 1 and overview.get("slots-available", 0) >= 1:
+            if overview and overview.get("taskmanagers", 0) >= self.taskmanagers and \
+                    overview.get("slots-available", 0) >= 1:
                 self._start_supervisor()
                 return "started"
             # the daemons write their pid files a moment after start-cluster.sh returns
-            if time.monotonic() - began > 5 and len(self.pids()) < 2:
+            if time.monotonic() - began > 5 and len(self.pids()) < 1 + self.taskmanagers:
                 raise FlinkClusterError(f"a Flink daemon exited during start-up (live pids: {self.pids()}).\n"
                                         f"{self.logs()}")
             time.sleep(0.5)
@@ -347,20 +382,51 @@ class LocalFlinkCluster:
             out += [int(p) for p in path.read_text().split() if p.isdigit() and _alive(int(p))]
         return out
 
+    def python_workers(self, taskmanager: int | None = None) -> list[int]:
+        """Pids of the Python interpreters (UDF workers) under one TaskManager, or under all of them.
+
+        Only interpreters count, not the shell script that starts each worker
+        (``pyflink-udf-runner.sh``) nor its ``tee`` of the worker's log."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        todo, found = [taskmanager] if taskmanager is not None else list(self.taskmanager_pids()), []
+        while todo:
+            pid = todo.pop()
+            for child in children.get(pid, []):
+                todo.append(child)
+                try:
+                    program = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0]
+                except OSError:
+                    continue
+                if Path(program.decode(errors="replace")).name.startswith("python"):
+                    found.append(child)
+        return found
+
     def supervise(self, poll_s: float = 2.0, log: Any = print) -> None:
-        """Restart the TaskManager whenever it dies, while the JobManager lives (a dead TM stays dead
-        in a standalone cluster otherwise). Logs one line per restart."""
+        """Keep ``taskmanagers`` TaskManagers running while the JobManager lives (a dead TM stays dead
+        in a standalone cluster otherwise): start one for each that died. Logs one line per restart."""
         taskmanager = self.script("taskmanager.sh")
+        pid_file = self.pid_dir / f"flink-{_IDENT}-taskexecutor.pid"
         while self.jobmanager_pids():
-            if not self.taskmanager_pids():
-                log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} the TaskManager of {self.rest_url} is gone: starting "
-                    f"a new one")
-                for stale in self.pid_dir.glob(f"flink-{_IDENT}-taskexecutor.pid"):
-                    stale.unlink(missing_ok=True)
+            alive = self.taskmanager_pids()
+            for _ in range(self.taskmanagers - len(alive)):
+                log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} a TaskManager of {self.rest_url} is gone: starting "
+                    f"a new one ({len(alive)} of {self.taskmanagers} running)")
+                # only the live ones stay listed (taskmanager.sh appends the new one's pid)
+                if alive:
+                    pid_file.write_text("".join(f"{p}\n" for p in alive))
+                else:
+                    pid_file.unlink(missing_ok=True)
                 result = subprocess.run([str(taskmanager), "start"], env=self.environment(), capture_output=True,
-                                        text=True, timeout=60)
+                                        text=True, timeout=180)
                 if result.returncode != 0:
                     log(f"taskmanager.sh start failed ({result.returncode}): {_tail(result.stdout + result.stderr)}")
+                alive = self.taskmanager_pids()
             time.sleep(poll_s)
         log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} the JobManager of {self.rest_url} is gone: supervisor stops")
 

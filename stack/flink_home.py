@@ -84,7 +84,28 @@ def render_config(settings: VigilSettings, profile: str = "local") -> dict:
                 "savepoint-dir": (settings.home / "savepoints").as_uri(),
             }},
         })
+    if settings.flink.rest_ssl:
+        machine["security"] = {"ssl": {"rest": rest_ssl(settings)}}
     return _deep_merge(config, machine)
+
+
+def rest_ssl(settings: VigilSettings) -> dict:
+    """Flink's ``security.ssl.rest.*`` for https with the local certificate (stack/certs.py, made at setup).
+
+    The server (JobManager REST, web UI) presents ``server.p12``; Flink's REST clients (``flink run``,
+    the cluster helper) trust the local CA through ``truststore.p12``. The keystore password lands
+    in the rendered config.yaml, which is written 0600.
+    """
+    from stack import certs
+
+    try:
+        tls = certs.files(settings)
+    except certs.CertificateError as exc:
+        raise FlinkHomeError(f"flink.rest_ssl is on but {exc}") from None
+    password = tls.password.get_secret_value()
+    return {"enabled": True, "keystore": str(tls.keystore), "keystore-type": "PKCS12",
+            "keystore-password": password, "key-password": password, "truststore": str(tls.truststore),
+            "truststore-type": "PKCS12", "truststore-password": password}
 
 
 def build(settings: VigilSettings) -> Path:

@@ -27,7 +27,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -43,6 +43,8 @@ CONFIG_ENV = "VIGIL_CONFIG"
 PSEUDONYM_SECRET_ENV = "VIGIL_PSEUDONYM_SECRET"
 PSEUDONYM_SECRET_FILE_ENV = "VIGIL_PSEUDONYM_SECRET_FILE"
 S3_CREDENTIALS_FILE = "s3.json"  # under <home>/secrets/, written by `python -m stack setup`
+KAFKA_CREDENTIALS_FILE = "kafka.json"  # under <home>/secrets/: the local brokers' SASL/SCRAM user, made by setup
+TLS_DIR = "tls"  # under <home>/secrets/: the local CA and server certificate (stack/certs.py), made by setup
 
 
 class SettingsError(ValueError):
@@ -56,12 +58,106 @@ class Section(BaseModel):
 
 
 class KafkaSettings(Section):
-    """The Kafka cluster every client connects to, and the local broker's ports."""
+    """The Kafka cluster every client connects to, how it authenticates, and the local brokers' ports.
+
+    ``security_protocol = SASL_SSL`` makes every client of the project (Python producers, consumers
+    and admin clients, Flink's Kafka connectors) log in with SASL/SCRAM over TLS, and the local
+    stack's brokers (``python -m stack up kafka``) accept nothing else. Every client's
+    configuration is derived from these fields by one function (connectors.kafka_io.client_config
+    and its Flink twin connectors.flink_kafka.client_properties).
+    """
 
     bootstrap_servers: str = Field("", description="Kafka bootstrap servers, host:port[,host:port] "
-                                                    "(default: the local broker, <host>:<kafka.port>)")
-    port: int = Field(9092, ge=1, le=65535, description="port of the local broker (stack)")
-    controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port of the local broker")
+                                                    "(default: the local brokers, <host>:<kafka.port + 2i>)")
+    port: int = Field(9092, ge=1, le=65535, description="port of the local broker (stack); broker i (0-based) "
+                                                        "of a local cluster listens on port + 2i")
+    controller_port: int = Field(9093, ge=1, le=65535, description="KRaft controller port of the local broker; "
+                                                                   "broker i: controller_port + 2i")
+    brokers: int = Field(1, ge=1, le=9, description="brokers of the local Kafka cluster (stack): 1, or 3 for "
+                                                    "replication factor 3 and min ISR 2")
+    security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how clients connect: PLAINTEXT (the local default) or SASL_SSL "
+                                 "(SASL/SCRAM login over TLS)")
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field("SCRAM-SHA-512",
+                                                                      description="SASL mechanism (SASL_SSL)")
+    sasl_username: str | None = Field(None, description="SASL user (default: the local brokers' user, made by "
+                                                        "setup in <home>/secrets/kafka.json)")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (default: setup's, with the user)")
+    ssl_ca_file: Path | None = Field(None, description="PEM file of the CA that signed the brokers' certificates "
+                                                       "(default: <home>/secrets/tls/ca.pem, made by setup)")
+    sasl_secret_file: Path | None = Field(None, description="file the Flink Kafka clients read their SASL login "
+                                                            "from, written 0600 from user and password (default: "
+                                                            "<home>/secrets/kafka-sasl.properties)")
+
+    def require_sasl(self) -> tuple[str, str]:
+        """(user, password) for a SASL_SSL connection; SettingsError naming what is missing."""
+        if not (self.sasl_username and self.sasl_password and self.sasl_password.get_secret_value()):
+            raise SettingsError("kafka.security_protocol is SASL_SSL but no SASL login is configured: set "
+                                "VIGIL_KAFKA_SASL_USERNAME and VIGIL_KAFKA_SASL_PASSWORD, or run `python -m stack "
+                                "setup`, which makes the local brokers' user")
+        return self.sasl_username, self.sasl_password.get_secret_value()
+
+    def require_ca_file(self) -> Path:
+        """The CA file a TLS connection verifies the brokers with; SettingsError when it does not exist."""
+        if self.ssl_ca_file is None or not self.ssl_ca_file.is_file():
+            raise SettingsError(f"kafka.ssl_ca_file {self.ssl_ca_file or '(not set)'} does not exist: set "
+                                f"VIGIL_KAFKA_SSL_CA_FILE to the CA of the brokers' certificates, or run `python -m "
+                                f"stack setup`, which makes the local CA")
+        return self.ssl_ca_file
+
+    def broker_ports(self) -> list[tuple[int, int]]:
+        """(client port, controller port) of each local broker."""
+        return [(self.port + 2 * i, self.controller_port + 2 * i) for i in range(self.brokers)]
+
+    def without_secrets(self) -> KafkaSettings:
+        """The same connection without its password: what may be pickled into a job graph."""
+        return self.model_copy(update={"sasl_password": None})
+
+
+class KafkaAddress(str):
+    """Kafka bootstrap servers (``host:port[,host:port]``) that carry their connection's security.
+
+    It is the plain address wherever it is printed, compared or passed on; ``connection`` holds the
+    KafkaSettings that every client configuration is derived from
+    (connectors.kafka_io.client_config, connectors.flink_kafka.client_properties), so a function
+    handed ``settings.bootstrap_servers`` cannot forget the login. A plain ``str`` is a PLAINTEXT
+    connection to that address. Pickled (e.g. inside a job graph) it keeps the address, protocol
+    and files but drops the password.
+    """
+
+    connection: KafkaSettings
+
+    def __new__(cls, connection: KafkaSettings) -> KafkaAddress:
+        made = super().__new__(cls, connection.bootstrap_servers)
+        made.connection = connection
+        return made
+
+    @classmethod
+    def of(cls, value: str | KafkaSettings) -> KafkaAddress:
+        """``value`` as a KafkaAddress: itself, a KafkaSettings' address, or a plain str as PLAINTEXT."""
+        if isinstance(value, KafkaAddress):
+            return value
+        if isinstance(value, KafkaSettings):
+            return cls(value)
+        if isinstance(value, str):
+            return cls(KafkaSettings(bootstrap_servers=value))
+        raise TypeError(f"expected Kafka bootstrap servers (str or KafkaSettings), got {type(value).__name__}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (KafkaAddress, (self.connection.without_secrets(),))
+
+    def __copy__(self) -> KafkaAddress:
+        return self
+
+    def __deepcopy__(self, _memo: Any) -> KafkaAddress:
+        return self
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, _source: Any, _handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_plain_validator_function(
+            cls.of, serialization=core_schema.plain_serializer_function_ser_schema(str))
 
 
 class S3Settings(Section):
@@ -101,6 +197,15 @@ class MqttSettings(Section):
 
     host: str = Field("", description="MQTT broker host (default: <host>)")
     port: int = Field(1883, ge=1, le=65535, description="MQTT broker port")
+    username: str | None = Field(None, description="MQTT user: the bridge logs in with it, and the local "
+                                                   "Mosquitto then accepts only this user (password file)")
+    password: SecretStr | None = Field(None, description="MQTT password (with username)")
+
+    @model_validator(mode="after")
+    def _login_complete(self) -> MqttSettings:
+        if bool(self.username) != bool(self.password and self.password.get_secret_value()):
+            raise ValueError("mqtt.username and mqtt.password are set together (or neither: anonymous)")
+        return self
 
 
 class PrometheusSettings(Section):
@@ -116,6 +221,8 @@ class FlinkSettings(Section):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     rest_port: int = Field(8081, ge=1, le=65535, description="REST port of the local standalone cluster")
+    rest_ssl: bool = Field(False, description="serve Flink's REST API (web UI, flink run) over https with the "
+                                              "local certificate (<home>/secrets/tls, made by setup)")
     profile: str = Field("local", description="flink-conf overlay: local (one machine) or cluster")
     conf_overlays: str = Field("", description="further flink-conf overlays, comma-separated (e.g. gpu)")
 
@@ -194,7 +301,19 @@ class VigilSettings(BaseSettings):
         pseudonym = dict(data.get("pseudonym") or {})
         kafka.setdefault("bootstrap_servers", "")
         if not kafka["bootstrap_servers"]:
-            kafka["bootstrap_servers"] = f"{host}:{kafka.get('port') or 9092}"
+            try:
+                port, brokers = int(kafka.get("port") or 9092), int(kafka.get("brokers") or 1)
+                kafka["bootstrap_servers"] = ",".join(f"{host}:{port + 2 * i}" for i in range(max(1, brokers)))
+            except (TypeError, ValueError):  # a bad port or count: its own validation error names it
+                kafka["bootstrap_servers"] = f"{host}:{kafka.get('port')}"
+        if not (kafka.get("sasl_username") or kafka.get("sasl_password")):
+            login = _read_json_secret(home, KAFKA_CREDENTIALS_FILE, ("username", "password"))
+            if login:
+                kafka["sasl_username"], kafka["sasl_password"] = login
+        if not kafka.get("ssl_ca_file"):
+            kafka["ssl_ca_file"] = home / "secrets" / TLS_DIR / "ca.pem"
+        if not kafka.get("sasl_secret_file"):
+            kafka["sasl_secret_file"] = home / "secrets" / "kafka-sasl.properties"
         if not s3.get("endpoint"):
             s3["endpoint"] = f"http://{host}:{s3.get('port') or 9000}"
         if not (s3.get("access_key") and s3.get("secret_key")):
@@ -260,8 +379,9 @@ class VigilSettings(BaseSettings):
 
     # --- derived values -------------------------------------------------------------------------
     @property
-    def bootstrap_servers(self) -> str:
-        return self.kafka.bootstrap_servers
+    def bootstrap_servers(self) -> KafkaAddress:
+        """The Kafka address with its security attached (a str; see KafkaAddress)."""
+        return KafkaAddress(self.kafka)
 
     @property
     def model_store(self) -> str:
@@ -314,10 +434,14 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 def _read_s3_credentials(home: Path) -> tuple[str, str] | None:
-    path = home / "secrets" / S3_CREDENTIALS_FILE
+    return _read_json_secret(home, S3_CREDENTIALS_FILE, ("access_key", "secret_key"))
+
+
+def _read_json_secret(home: Path, name: str, keys: tuple[str, str]) -> tuple[str, str] | None:
+    path = home / "secrets" / name
     try:
         data = json.loads(path.read_text())
-        return str(data["access_key"]), str(data["secret_key"])
+        return str(data[keys[0]]), str(data[keys[1]])
     except (OSError, ValueError, KeyError):
         return None
 

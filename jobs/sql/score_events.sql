@@ -20,6 +20,9 @@
 --   JOB_PARAMETERS      vigil.model.uri / .version / .refresh-seconds and the pseudonym secret's
 --                       file (a path; the workers read the secret themselves) in Flink's map syntax
 --   SCAN_BOUNDED_MODE   latest-offset (--bounded) or unbounded
+--   KAFKA_CONNECTION    the Kafka tables' connection options: 'properties.bootstrap.servers' and,
+--                       with kafka.security_protocol = SASL_SSL, the SASL/SCRAM-over-TLS options
+--                       (connectors.flink_kafka.table_options; the password stays in a 0600 file)
 --   BOOTSTRAP_SERVERS, TELEMETRY_TOPIC, SCORED_TOPIC, GROUP_ID, TRANSACTIONAL_ID_PREFIX,
 --   PARALLELISM, PYTHON_EXECUTABLE
 
@@ -41,7 +44,7 @@ CREATE TEMPORARY TABLE telemetry (
 ) WITH (
   'connector' = 'kafka',
   'topic' = '${TELEMETRY_TOPIC}',
-  'properties.bootstrap.servers' = '${BOOTSTRAP_SERVERS}',
+  ${KAFKA_CONNECTION},
   'properties.group.id' = '${GROUP_ID}',
   'properties.isolation.level' = 'read_committed',
   'scan.startup.mode' = 'earliest-offset',
@@ -61,7 +64,7 @@ CREATE TEMPORARY TABLE scored (
 ) WITH (
   'connector' = 'kafka',
   'topic' = '${SCORED_TOPIC}',
-  'properties.bootstrap.servers' = '${BOOTSTRAP_SERVERS}',
+  ${KAFKA_CONNECTION},
   'key.format' = 'raw',
   'key.fields' = '${SCORED_KEY}',
   'value.format' = 'json',

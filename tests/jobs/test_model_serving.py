@@ -15,7 +15,6 @@ import shutil
 import signal
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -68,32 +67,6 @@ def _versions_of(bootstrap: str, topic: str, batches: int, timeout: float = 120)
         time.sleep(1)
 
 
-def _python_workers(cluster) -> list[int]:
-    """Pids of every Python process under the cluster's TaskManager (its UDF workers)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(") ", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    todo, found = list(cluster.taskmanager_pids()), []
-    while todo:
-        pid = todo.pop()
-        for child in children.get(pid, []):
-            todo.append(child)
-            try:
-                if b"python" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    found.append(child)
-            except OSError:
-                pass
-    return found
-
-
-def _restarts(cluster, job_id: str) -> int:
-    return int(cluster._request(f"/jobs/{job_id}/metrics?get=numRestarts")[0]["value"])
-
-
 def test_running_job_follows_only_versions_that_fit(flink_cluster, trained_model, kafka_bootstrap,  # noqa: F811
                                                     tmp_path):
     store = tmp_path / "store"
@@ -123,13 +96,13 @@ def test_running_job_follows_only_versions_that_fit(flink_cluster, trained_model
         assert set(_versions_of(kafka_bootstrap, topic, 2)[2]) == {f"{MODEL}@1"}
 
         # a forced restart of the Python worker: the champion still does not fit -> the planned version
-        workers = _python_workers(flink_cluster)
+        workers = flink_cluster.python_workers()
         assert workers, "no Python worker of the cluster found"
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         _produce(kafka_bootstrap, topic, 3)  # the next records meet the dead workers: the job restarts
         deadline = time.monotonic() + 120
-        while _restarts(flink_cluster, job_id) < 1:
+        while flink_cluster.job_restarts(job_id) < 1:
             assert time.monotonic() < deadline, f"killing the Python workers {workers} did not restart the job"
             time.sleep(1)
         versions = _versions_of(kafka_bootstrap, topic, 3, timeout=180)

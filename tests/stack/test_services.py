@@ -79,3 +79,16 @@ def test_settings_come_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("VIGIL_S3_SECRET_KEY", "do-not-show-me")
     monkeypatch.setenv("VIGIL_KAFKA_PORT", "19092")
     assert "do-not-show-me" not in repr(VigilSettings.load())
+
+
+def test_a_new_kafka_cluster_id_never_starts_with_a_dash(monkeypatch):
+    """The storage tool would read `-t -xyz` as an option and refuse to format (one id in 64 did)."""
+    import base64
+    import uuid
+
+    from stack import services
+
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(services.uuid, "uuid4", lambda: next(drawn))
+    assert base64.urlsafe_b64encode(b"\xf8" + bytes(15)).decode().startswith("-")
+    assert services.new_cluster_id() == base64.urlsafe_b64encode(b"\x01" * 16).decode().rstrip("=")
