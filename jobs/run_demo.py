@@ -174,11 +174,13 @@ def follow_alerts(bootstrap: str, topic: str, stop_event: threading.Event, shown
                     continue  # an alert on the history backlog: counted in the summary
                 shown[0] += 1
                 if shown[0] <= limit:
-                    label = a.get(OUT.label) or "no label (false alarm?)"
-                    what = (f"opens  score {a['score']:8.3f}" if a["status"] == "open" else
-                            f"closes after {a['anomalies']} anomalous reading(s), peak {a['max_score']:8.3f}")
-                    print(f"  ALERT {a[OUT.entity]}  {a[OUT.time][:19]}  {what}  [{label}]  model "
-                          f"{a['model_version']}", flush=True)
+                    if a["status"] == "open":
+                        label = a.get(OUT.label) or "no label (false alarm?)"
+                        what = f"opens   score {a['score']:8.3f}  [{label}]"
+                    else:  # the closing reading is a normal one: its label says nothing about the episode
+                        what = f"closes  after {a['anomalies']} anomalous reading(s), peak {a['max_score']:8.3f}"
+                    print(f"  ALERT {a[OUT.entity]}  {a[OUT.time][:19]}  {what}  model {a['model_version']}",
+                          flush=True)
                 elif shown[0] == limit + 1:
                     print("  ... (more alerts arrive; the summary counts them all)", flush=True)
     finally:
