@@ -36,7 +36,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
 }
 DEFAULT_CANDIDATE = "window"
 # Alert hysteresis (enter, within, clear) replayed on the job's flags; (1, 1, 1) = runs of flags.
-HYSTERESIS = ((1, 1, 1), (2, 3, 3), (3, 5, 5), (3, 5, 10), (5, 10, 1), (5, 10, 10))
+HYSTERESIS = ((1, 1, 1), (2, 3, 3), (3, 5, 5), (3, 5, 10), (5, 10, 1), (5, 10, 10), (5, 10, 48))
 
 
 class QualityOptions(Options):

@@ -195,7 +195,7 @@ def plot_report(path: Path, history: dict[str, list[float]], val_scores: np.ndar
     ax_hist.set(xscale="log", yscale="log", xlabel="reconstruction error", ylabel="readings",
                 title="Reconstruction error")
     ax_hist.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -258,7 +258,7 @@ def no_rows_message(n: int, settings: TrainOptions, left_out: dict[str, int]) ->
 
 
 def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time_col: str | None,
-          settings: TrainOptions, workdir: Path, entity_col: str | None = None) -> Trained:
+          settings: TrainOptions, workdir: Path, entity_col: str | None = None, version: str | None = None) -> Trained:
     """Fit normalisation and the ensemble; returns the manifest fields and the members. Writes report.png.
 
     Readings are ordered per entity as the jobs read them (the Kafka log order: ``_partition``,
@@ -364,8 +364,15 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
         print(f"warning: the evaluation hold-out is empty (--eval-split {settings.eval_split}, blocks of "
               f"{settings.eval_block_seconds:g} s on a range of {_span_seconds(frame, time_col):.0f} s): no quality "
               f"figures; use --eval-split tail or shorter --eval-block-seconds", flush=True)
+    ev = metrics.get("evaluation", {})
+    figures = (f"evaluation: precision {ev['precision']:.3f}, recall {ev['recall']:.3f}, F1 {ev['f1']:.3f}, "
+               f"false-positive rate {ev['false_positive_rate']:.4f} on {ev['rows']} readings"
+               if "precision" in ev else "no labelled evaluation readings")
     plot_report(workdir / "report.png", histories[0], val_scores, eval_scores, eval_labels, threshold,
-                f"Vigil autoencoder on {settings.topic}: {fitted.describe()}, {settings.members} member(s)")
+                f"Vigil autoencoder{' ' + version if version else ''} on {settings.topic}: {fitted.describe()}, "
+                f"{settings.members} member(s)\n"
+                f"threshold {threshold:.3g} = {settings.threshold_margin:g} x the {settings.threshold_quantile:g} "
+                f"quantile of {len(val_idx)} validation readings; {figures}")
     fields = {
         "features": fitted.to_dict(), "threshold": threshold,
         "threshold_rule": {"quantile": settings.threshold_quantile, "margin": settings.threshold_margin,
@@ -460,10 +467,12 @@ def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str
                            f"(ranges {[(r.partition, r.start, r.end) for r in ranges]})")
     with tempfile.TemporaryDirectory(prefix="vigil-train-") as tmp:
         workdir = Path(tmp)
-        trained = train(frame, features, role["label"], role["time"], options, workdir, entity_col=role["entity"])
+        version = new_version()
+        trained = train(frame, features, role["label"], role["time"], options, workdir, entity_col=role["entity"],
+                        version=version)
         trained.save(workdir)
         manifest = {
-            "version": new_version(),
+            "version": version,
             "schema": schema_id(schema),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             **trained.fields,
