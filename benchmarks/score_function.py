@@ -99,8 +99,8 @@ def measure(workdir: Path, options: dict, batches: list[int], min_seconds: float
     from udfs.anomaly_score import AnomalyScore
     from udfs.feature_set import FeatureSet
 
-    workdir.mkdir()
-    uri, manifest = make_model(workdir, **options)
+    (workdir / "work").mkdir(parents=True)
+    uri, manifest = make_model(workdir / "work", **options)  # a store of its own: <workdir>/store
     udf_np, udf_tf = AnomalyScore(uri, MODEL, engine="numpy"), AnomalyScore(uri, MODEL, engine="tf")
     udf_np.open(None)
     udf_tf.open(None)

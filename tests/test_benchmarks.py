@@ -55,7 +55,7 @@ def test_quality_benchmark_quick_mode_measures_the_default_model_on_real_and_sim
         assert point["readings"] > 0 and point["anomalous"] > 0, name
         assert 0 <= point["false_alarm_rate"] <= 1 and 0 <= point["f1"] <= 1
         assert set(run["hysteresis"]) == set(result["hysteresis"])
-    # the simulator's faults are found; the real file's single window is hard (the README says so)
+    # the simulator's faults are found; the real file's windows are hard (benchmarks/README.md)
     sim = result["datasets"]["sim"]["candidates"]["window"][0]["point"]
     assert sim["f1"] >= 0.5 and sim["false_alarm_rate"] <= 0.05, sim
     assert {"window/nab", "window/sim"} <= set(result["summary"])
