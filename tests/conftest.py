@@ -25,6 +25,9 @@ def _restore_environment():
     pool copies the job's environment into os.environ (PYFLINK_GATEWAY_DISABLED, FLINK_CONF_DIR,
     ...); without this, one test's job would configure the next test's JVM or subprocesses.
     """
+    # set by PyFlink's loopback workers while a job runs in this process, it can outlive the job (in
+    # a module fixture's setup); a subprocess that inherits it refuses to start its own Flink
+    os.environ.pop("PYFLINK_GATEWAY_DISABLED", None)
     saved = dict(os.environ)
     yield
     for key in set(os.environ) - set(saved):

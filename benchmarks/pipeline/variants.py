@@ -132,7 +132,8 @@ def noop_udf() -> Any:
         def eval(self, *columns: pd.Series) -> pd.DataFrame:
             n = len(columns[0])
             return pd.DataFrame({"score": np.zeros(n), "is_anomaly": np.zeros(n, dtype=bool).astype(object),
-                                 "model_version": np.full(n, "noop", dtype=object)})
+                                 "model_version": np.full(n, "noop", dtype=object),
+                                 "partial": np.full(n, None, dtype=object)})
 
     return udf(NoOp(), result_type=RESULT_TYPE, func_type="pandas")
 

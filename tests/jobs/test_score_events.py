@@ -141,13 +141,31 @@ def test_bad_records_reach_the_dlq_with_reason_offset_and_original_bytes(scored_
     assert "dev.vigil.telemetry.v0" in reasons and "failure_label" in reasons
 
 
-def test_alerts_are_exactly_the_anomalous_scored_events(scored_run, kafka_bootstrap):
+def test_alerts_are_the_episodes_of_the_anomalous_scored_events(scored_run, kafka_bootstrap):
+    """With the default alarm rule (1/1/1) every run of an entity's anomalous readings is one episode:
+    it opens at the run's first reading and closes at the next normal one."""
     topic = scored_run[0]
+    out = outputs(load_schema())
     scored = [json.loads(m.value()) for m in read_all(kafka_bootstrap, f"{topic}.scored")]
     alerts = [json.loads(m.value()) for m in read_all(kafka_bootstrap, f"{topic}.alerts")]
-    flagged = {(r["source_partition"], r["source_offset"]) for r in scored if r["is_anomaly"]}
-    assert {(a["source_partition"], a["source_offset"]) for a in alerts} == flagged
-    assert len(alerts) == len(flagged) > 0
+    opens, closes = set(), set()
+    by_entity: dict[str, list[dict]] = {}
+    for r in scored:
+        by_entity.setdefault(r[out.entity], []).append(r)
+    for readings in by_entity.values():
+        readings.sort(key=lambda r: (r["source_partition"], r["source_offset"]))
+        before = False
+        for r in readings:
+            where = (r["source_partition"], r["source_offset"])
+            if r["is_anomaly"] and not before:
+                opens.add(where)
+            elif before and not r["is_anomaly"]:
+                closes.add(where)
+            before = bool(r["is_anomaly"])
+    assert opens, "the run has anomalous readings"
+    assert {(a["source_partition"], a["source_offset"]) for a in alerts if a["status"] == "open"} == opens
+    assert {(a["source_partition"], a["source_offset"]) for a in alerts if a["status"] == "closed"} == closes
+    assert len(alerts) == len(opens) + len(closes)
 
 
 def test_every_output_has_exactly_the_contract_fields(scored_run, kafka_bootstrap):
