@@ -76,7 +76,7 @@ class TrainOptions(Options):
     members: int = option(3, "models in the ensemble (seeds seed, seed+1, ...); the score is their mean", ge=1,
                           le=10)
     hidden: list[int] | None = option(None, "encoder layer sizes, comma-separated (the decoder mirrors them)",
-                                      parse=int_list, show_default="from the input width: (4b, 2b, b), "
+                                      parse=int_list, show_default="from the input width: (min(64, 4b), 2b, b), "
                                                                    "b = round(sqrt(inputs))")
     epochs: int = option(300, "most training epochs (early stopping ends sooner)", ge=1)
     batch_size: int | None = option(None, "training batch size", ge=1,
