@@ -18,7 +18,20 @@ import pandas as pd
 from vigil.commands import Options, command, comma_list, option
 from vigil.settings import PROJECT_ROOT, VigilSettings
 
-NAB = PROJECT_ROOT.parent / "shared" / "datasets" / "nab"
+def _datasets() -> Path:
+    """The public datasets folder: $VIGIL_DATASETS, else ``shared/datasets`` beside the project or one
+    of its parents (``../shared/datasets`` in the development layout), else this machine's
+    /work/shared/datasets (where a clone elsewhere, e.g. CI's, finds it)."""
+    import os
+
+    given = os.environ.get("VIGIL_DATASETS")
+    candidates = [Path(given)] if given else []
+    candidates += [parent / "shared" / "datasets" for parent in PROJECT_ROOT.parents]
+    candidates.append(Path("/work/shared/datasets"))
+    return next((c for c in candidates if (c / "nab").is_dir()), candidates[0])
+
+
+NAB = _datasets() / "nab"
 NAB_FILES = ("rogue_agent_key_hold.csv", "ec2_request_latency_system_failure.csv",
              "ambient_temperature_system_failure.csv", "cpu_utilization_asg_misconfiguration.csv",
              "machine_temperature_system_failure.csv")
@@ -76,7 +89,8 @@ def run_job(module: str, argv: list[str], what: str) -> None:
 def replay_nab(settings: VigilSettings, name: str, prefix: str) -> Dataset:
     path = NAB / name
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the NAB data lives in ../shared/datasets/nab (see its README)")
+        raise FileNotFoundError(f"{path} is missing: the NAB data lives in ../shared/datasets/nab (see its README); "
+                                f"VIGIL_DATASETS names another datasets folder")
     frame = pd.read_csv(path, parse_dates=["timestamp"])
     topic = f"{prefix}.{path.stem.replace('_', '-')}"
     run_job("jobs.replay_file", [str(path), "--topic", topic, "--bootstrap-servers", settings.bootstrap_servers],

@@ -195,12 +195,12 @@ def test_prometheus_scrapes_vigil_metrics_of_a_scoring_job(prometheus: Prometheu
         assert value(prometheus, f"max({PREFIX}scoring_latency_ms{of_job})") is not None
         info = query(prometheus, f"{PREFIX}model_version_info{of_job} == 1")
         assert {s["metric"]["model_version"] for s in info} == {sanitized(manifest["version"])}
-        # docs/cluster.md lists what the job exports in the vigil group; besides, only the DataStream
-        # job's alert counter and the model-handle counters, which have no series before their first event
+        # docs/cluster.md lists what the job exports in the vigil group; besides, only the alert counter
+        # and the model-handle counters, which have no series before their first event
         exported = {s["metric"]["__name__"] for s in query(prometheus, f'{{__name__=~"{PREFIX}.*",job_id="{job_id}"}}')}
         documented = documented_vigil_metrics()
         assert exported <= documented, f"not in docs/cluster.md: {sorted(exported - documented)}"
-        assert documented - exported == {f"{PREFIX}{n}" for n in ("alerts", "model_refusals", "model_fallbacks")}, \
+        assert documented - exported <= {f"{PREFIX}{n}" for n in ("alerts", "model_refusals", "model_fallbacks")}, \
             f"documented, not exported: {sorted(documented - exported)}"
     finally:
         job.stop()
