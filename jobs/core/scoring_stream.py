@@ -2,9 +2,10 @@
 
 ``build(raw, plan)`` keys the raw records by their Kafka key (the entity id), runs
 udfs/score_per_entity.ScorePerEntity on each (decode, validate, score in the entity's temporal
-context, and the alarm rule ``plan.alarm`` on the entity's keyed state), and returns the three outputs as tables shaped by the record contract, so
-jobs/core/sinks.py attaches the same sinks as for the Table job. Derived features are added by
-the same SQL expressions as in the Table job (jobs/core/scoring.with_derived).
+context, and the alarm rule ``plan.alarm`` on the entity's keyed state), and returns the three
+outputs as tables shaped by the record contract, so jobs/core/sinks.py attaches the same sinks
+as for the Table job. Derived features are added by the same SQL expressions as in the Table job
+(jobs/core/scoring.with_derived).
 """
 from __future__ import annotations
 
