@@ -147,7 +147,7 @@ def context_fragments(schema: dict[str, Any], names: list[str], features: list[s
     A point model reads the telemetry table's columns. A model with a window reads each reading with
     its entity's ``window - 1`` previous ones: LAG over an OVER window per raw entity id in arrival
     order (processing time), the arguments laid out as the jobs pass them (jobs/core/scoring)."""
-    from jobs.core.scoring import context_columns, context_time
+    from jobs.core.scoring import context_columns, context_time, lag_expressions
 
     out = outputs(schema)
     if window <= 1:
@@ -155,8 +155,7 @@ def context_fragments(schema: dict[str, Any], names: list[str], features: list[s
                 "PROC_COLUMN": ""}
     time_col = context_time(out)
     entity = out.entity.removesuffix("_pseudonym")
-    lags = [f"LAG(`{f}`, {k}) OVER w AS `{f}__lag{k}`" for k in range(1, window) for f in features]
-    lags += [f"LAG(`{time_col}`, {k}) OVER w AS `_time__lag{k}`" for k in range(1, window)]
+    lags = lag_expressions(features, window, time_col)
     keep = [f"`{c}`" for c in [*names, "kafka_partition", "kafka_offset", "kafka_timestamp"]]
     return {
         "FEATURE_COLUMNS": ", ".join(f"`{c}`" for c in context_columns(features, window, time_col)),

@@ -326,6 +326,13 @@ def context_columns(features: list[str], window: int, time_col: str) -> list[str
     return sensors + [time_col if k == 0 else f"_time__lag{k}" for k in range(window)]
 
 
+def lag_expressions(features: list[str], window: int, time_col: str) -> list[str]:
+    """SQL for the previous ``window - 1`` readings' sensors and times over an OVER window ``w``,
+    aliased as :func:`context_columns` names them (the Table job and the SQL script both use it)."""
+    lags = [f"LAG(`{f}`, {k}) OVER w AS `{f}__lag{k}`" for k in range(1, window) for f in features]
+    return lags + [f"LAG(`{time_col}`, {k}) OVER w AS `_time__lag{k}`" for k in range(1, window)]
+
+
 def with_context(decoded: Table, plan: ScoringPlan) -> tuple[Table, list[Any]]:
     """The decoded table plus each reading's entity's previous ``context - 1`` readings (LAG over an
     OVER window per entity, in arrival order: computed in Java, kept in Flink state and checkpoints).
@@ -337,8 +344,7 @@ def with_context(decoded: Table, plan: ScoringPlan) -> tuple[Table, list[Any]]:
     view = f"vigil_context_{id(keyed):x}"
     t_env.create_temporary_view(view, keyed)
     time_col = context_time(out)
-    lags = [f"LAG(`{f}`, {k}) OVER w AS `{f}__lag{k}`" for k in range(1, window) for f in plan.features]
-    lags += [f"LAG(`{time_col}`, {k}) OVER w AS `_time__lag{k}`" for k in range(1, window)]
+    lags = lag_expressions(plan.features, window, time_col)
     # the time attribute stays behind: a Python call cannot read a processing time
     keep = ", ".join(f"`{c}`" for c in decoded.get_schema().get_field_names())
     with_lags = t_env.sql_query(f"SELECT {keep}, {', '.join(lags)} FROM `{view}` "
