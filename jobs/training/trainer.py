@@ -23,6 +23,7 @@ from connectors.errors import DecodeError
 from connectors.kafka_io import PartitionRange, check_broker, consume_ranges, plan_ranges
 from connectors.model_registry import ModelRegistry
 from connectors.payloads import PayloadDecoder
+from jobs.monitoring.metrics import baseline as input_baseline
 from udfs.feature_set import DEFAULT_STATS, Context, FeatureError, FeatureSet, context_from_frame
 from vigil.commands import Options, comma_list, int_list, option, partition_offsets
 from vigil.settings import S3Settings, VigilSettings
@@ -383,6 +384,8 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
                            + ("the largest of the sensors' means" if settings.score_reduce == "sensor"
                               else "the mean over inputs") + "; averaged over members; higher = more anomalous"},
         "metrics": metrics,
+        # the input distribution the model was fitted on: jobs/monitor.py measures drift against it
+        "baseline": input_baseline(ctx.values[fit_idx, 0, :], features.names),
         "loss_history": {k: [float(v) for v in vals] for k, vals in histories[0].items()},
     }
     return Trained(fields, members)

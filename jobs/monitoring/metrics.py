@@ -1,0 +1,355 @@
+"""Per-minute model metrics from scored records: volume, anomaly rate, score quantiles, dead letters,
+input drift against the training baseline (PSI) and, where labels arrive, precision/recall/false alarms.
+
+Pure: no Kafka here. ``Monitor`` is fed parsed records (``add_scored``, ``add_dead_letter``) and
+``close()`` returns the metrics records of the minutes that are complete and the model-events of
+the thresholds crossed; ``jobs/monitor.py`` is the consumer loop around it.
+
+The training baseline (``baseline()``, kept as ``baseline`` in the manifest by the trainer): per
+feature, the inner edges of ``bins`` quantile bins of the readings the model was fitted on, and the
+share of those readings in each bin (bin i holds edges[i-1] < x <= edges[i]). The population
+stability index of a minute's readings against it is ``sum((a - e) * ln(a / e))`` over the bins
+(a, e: the minute's and the baseline's shares, each floored at ``PSI_FLOOR`` so an empty bin does
+not give infinity). The usual reading: < 0.1 stable, 0.1 to 0.2 a moderate shift, > 0.2 a shift
+that matters (the default drift threshold).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+MINUTE_MS = 60_000
+PSI_FLOOR = 1e-4
+NORMAL_LABELS = frozenset({"", "none", "normal"})
+DEFAULT_BINS = 10
+
+
+# --- labels -------------------------------------------------------------------------------------
+
+def is_fault(label: Any) -> bool:
+    """A label names a fault unless it is null, empty, ``none`` or ``normal`` (any case): the
+    simulator writes null for normal readings and the failure mode otherwise."""
+    return label is not None and str(label).strip().lower() not in NORMAL_LABELS
+
+
+@dataclass
+class Confusion:
+    """Counts of flagged/not flagged against fault/normal labels."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    def add(self, flagged: bool, fault: bool) -> None:
+        if fault:
+            self.tp += flagged
+            self.fn += not flagged
+        else:
+            self.fp += flagged
+            self.tn += not flagged
+
+    def __iadd__(self, other: Confusion) -> Confusion:
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+        self.tn += other.tn
+        return self
+
+    @property
+    def faults(self) -> int:
+        return self.tp + self.fn
+
+    @property
+    def normal(self) -> int:
+        return self.fp + self.tn
+
+    def figures(self) -> dict[str, Any]:
+        """Counts and rates; a rate is None where its denominator is 0 (no faults: no recall)."""
+        def ratio(a: int, b: int) -> float | None:
+            return a / b if b else None
+
+        precision, recall = ratio(self.tp, self.tp + self.fp), ratio(self.tp, self.faults)
+        f1 = (2 * precision * recall / (precision + recall) if precision is not None and recall is not None
+              and precision + recall else (0.0 if precision is not None and recall is not None else None))
+        return {"faults": self.faults, "normal": self.normal, "tp": self.tp, "fp": self.fp, "fn": self.fn,
+                "tn": self.tn, "precision": precision, "recall": recall, "f1": f1,
+                "false_alarm_rate": ratio(self.fp, self.normal)}
+
+
+def confusion(flags: Iterable[bool], labels: Iterable[Any]) -> Confusion:
+    out = Confusion()
+    for flagged, label in zip(flags, labels):
+        out.add(bool(flagged), is_fault(label))
+    return out
+
+
+# --- baseline and PSI ---------------------------------------------------------------------------
+
+def baseline(values: np.ndarray, names: Sequence[str], bins: int = DEFAULT_BINS) -> dict[str, Any]:
+    """The training baseline of ``values`` (rows x len(names)): per feature, quantile bin edges and
+    the share of rows per bin (see the module docstring). Duplicate edges (a feature with few
+    distinct values) are merged, so a feature may have fewer bins."""
+    values = np.asarray(values, dtype=np.float64)
+    features: dict[str, Any] = {}
+    for j, name in enumerate(names):
+        column = values[:, j]
+        column = column[np.isfinite(column)]
+        if not len(column):
+            continue
+        edges = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)[1:-1]))
+        counts = np.bincount(np.searchsorted(edges, column, side="left"), minlength=len(edges) + 1)
+        features[name] = {"edges": [float(e) for e in edges], "shares": [float(c) for c in counts / len(column)]}
+    return {"method": f"{bins} quantile bins of the training readings; PSI = sum((a - e) ln(a / e)), shares "
+                      f"floored at {PSI_FLOOR:g}", "bins": bins, "rows": int(len(values)), "features": features}
+
+
+def psi(feature_baseline: Mapping[str, Any], values: Iterable[float]) -> float | None:
+    """The population stability index of ``values`` against one feature's baseline (None: no values)."""
+    x = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return None
+    edges = np.asarray(feature_baseline["edges"], dtype=np.float64)
+    expected = np.maximum(np.asarray(feature_baseline["shares"], dtype=np.float64), PSI_FLOOR)
+    actual = np.bincount(np.searchsorted(edges, x, side="left"), minlength=len(edges) + 1) / len(x)
+    actual = np.maximum(actual, PSI_FLOOR)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def drift(base: Mapping[str, Any], columns: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """PSI per feature of ``columns`` against ``base`` (a manifest's ``baseline``), the largest and its feature."""
+    values = {name: psi(fb, columns.get(name, ())) for name, fb in base["features"].items()}
+    values = {k: round(v, 5) for k, v in values.items() if v is not None}
+    top = max(values, key=values.get) if values else None
+    return {"psi": values, "max_psi": values[top] if top else None, "max_feature": top}
+
+
+# --- times --------------------------------------------------------------------------------------
+
+def epoch_ms(value: Any) -> int | None:
+    """Epoch milliseconds of an ISO-8601 time as Flink's json format writes it (no zone = UTC; ``Z``
+    or an offset accepted), an epoch-millisecond number, or a datetime; None when unparseable."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return int(value) if math.isfinite(value) else None
+    if isinstance(value, dt.datetime):
+        stamp = value
+    else:
+        text = str(value).strip().replace(" ", "T", 1)
+        try:
+            stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.timezone.utc)
+    return int(stamp.timestamp() * 1000)
+
+
+def iso_minute(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- the aggregation ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a model-event is written, and how much data a figure needs before it counts."""
+
+    drift_psi: float = 0.2            # max PSI of a minute above this: drift
+    min_events: int = 100             # fewest scored readings of a minute for its PSI
+    max_false_alarm_rate: float = 0.02  # rolling false-alarm rate above this: an accuracy event
+    min_recall: float = 0.5           # rolling recall below this: an accuracy event
+    min_normal: int = 200             # fewest normal labelled readings in the rolling window for the false-alarm rate
+    min_faults: int = 20              # fewest fault readings in the rolling window for recall
+    rolling_minutes: int = 10         # minutes in the rolling precision/recall window
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the monitor knows of a model version: its baseline, label and time columns."""
+
+    version: str
+    baseline: dict[str, Any] | None
+    label: str | None
+    time: str
+    note: str | None = None          # why there is no baseline (an older manifest, an unknown version)
+
+
+@dataclass
+class _Bucket:
+    events: int = 0
+    anomalies: int = 0
+    unscored: int = 0
+    scores: list[float] = field(default_factory=list)
+    columns: dict[str, list[float]] = field(default_factory=dict)
+    labelled: bool = False
+    counts: Confusion = field(default_factory=Confusion)
+
+
+class Monitor:
+    """Per (model version, event-time minute) aggregation of scored records and dead letters.
+
+    ``info(version)`` says what is known of a version (called once per version). A minute is
+    complete once event time (the largest seen) has passed its end by ``lateness_ms``: ``close()``
+    returns its records; ``close(final=True)`` closes every open minute. A record of a minute
+    already closed is counted in ``late`` and otherwise left out.
+    """
+
+    def __init__(self, info: Callable[[str], ModelInfo], thresholds: Thresholds = Thresholds(),
+                 lateness_ms: int = 30_000) -> None:
+        self.info_of = info
+        self.thresholds = thresholds
+        self.lateness_ms = lateness_ms
+        self.models: dict[str, ModelInfo] = {}
+        self.buckets: dict[tuple[int, str], _Bucket] = {}
+        self.dead: dict[int, int] = {}
+        self.closed_until = -math.inf   # minutes before this are closed
+        self.max_time = -math.inf
+        self.late = 0
+        self.malformed = 0
+        self.rolling: dict[str, deque[tuple[int, Confusion]]] = {}
+        self.raised: dict[tuple[str, str], bool] = {}
+        self.notes: list[str] = []      # one line per version without a baseline (for the log)
+
+    def model(self, version: str) -> ModelInfo:
+        if version not in self.models:
+            self.models[version] = info = self.info_of(version)
+            if info.baseline is None:
+                self.notes.append(f"{version}: no baseline ({info.note or 'its manifest has none'}); drift is "
+                                  f"not computed for it")
+        return self.models[version]
+
+    def add_scored(self, record: Mapping[str, Any]) -> None:
+        if not isinstance(record, Mapping):
+            self.malformed += 1
+            return
+        version = str(record.get("model_version") or "unknown")
+        info = self.model(version)
+        ms = epoch_ms(record.get(info.time))
+        if ms is None:
+            self.malformed += 1
+            return
+        minute = ms - ms % MINUTE_MS
+        if minute < self.closed_until:
+            self.late += 1
+            return
+        self.max_time = max(self.max_time, ms)
+        bucket = self.buckets.setdefault((minute, version), _Bucket())
+        bucket.events += 1
+        score = record.get("score")
+        if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
+            bucket.scores.append(float(score))
+        else:
+            bucket.unscored += 1
+        flagged = record.get("is_anomaly") is True
+        bucket.anomalies += flagged
+        if info.baseline is not None:
+            for name in info.baseline["features"]:
+                value = record.get(name)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    bucket.columns.setdefault(name, []).append(float(value))
+        if info.label and info.label in record and record.get("is_anomaly") is not None:
+            bucket.labelled = True
+            bucket.counts.add(flagged, is_fault(record.get(info.label)))
+
+    def add_dead_letter(self, record: Mapping[str, Any]) -> None:
+        ms = epoch_ms(record.get("source_timestamp")) if isinstance(record, Mapping) else None
+        if ms is None:
+            self.malformed += 1
+            return
+        minute = ms - ms % MINUTE_MS
+        if minute < self.closed_until:
+            self.late += 1
+            return
+        self.dead[minute] = self.dead.get(minute, 0) + 1
+
+    def close(self, final: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(metrics records, model-events) of every minute now complete, oldest first."""
+        if final:
+            until = math.inf
+        elif math.isfinite(self.max_time):
+            until = self.max_time - self.lateness_ms - MINUTE_MS + 1   # minute m is complete when m + 60 s + lateness <= max
+        else:
+            return [], []
+        minutes = sorted({m for m, _ in self.buckets if m < until} | {m for m in self.dead if m < until})
+        metrics: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        for minute in minutes:
+            versions = sorted(v for m, v in self.buckets if m == minute)
+            scored_total = sum(self.buckets[(minute, v)].events for v in versions)
+            dead = self.dead.pop(minute, 0)
+            dlq = {"count": dead, "rate": dead / (dead + scored_total) if dead + scored_total else None}
+            if not versions:
+                metrics.append({"model_version": None, "minute": iso_minute(minute), "minute_ms": minute,
+                                "events": 0, "dlq": dlq})
+            for version in versions:
+                record, crossed = self._summarise(minute, version, self.buckets.pop((minute, version)), dlq)
+                metrics.append(record)
+                events.extend(crossed)
+        if minutes:
+            self.closed_until = max(self.closed_until, minutes[-1] + MINUTE_MS)
+        return metrics, events
+
+    def _summarise(self, minute: int, version: str, b: _Bucket, dlq: dict[str, Any],
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        t, info = self.thresholds, self.models[version]
+        scores = np.asarray(b.scores)
+        record: dict[str, Any] = {
+            "model_version": version, "minute": iso_minute(minute), "minute_ms": minute,
+            "events": b.events, "anomalies": b.anomalies, "anomaly_rate": b.anomalies / b.events,
+            "unscored": b.unscored,
+            "score": {f"p{q}": float(np.quantile(scores, q / 100)) for q in (50, 90, 99)} if len(scores) else None,
+            "dlq": dlq,
+        }
+        events: list[dict[str, Any]] = []
+        if info.baseline is None:
+            record["drift"] = {"baseline": False, "note": info.note or "the model's manifest has no baseline"}
+        elif b.events < t.min_events:
+            record["drift"] = {"baseline": True, "max_psi": None, "threshold": t.drift_psi,
+                               "note": f"{b.events} readings (< {t.min_events}): too few for PSI"}
+        else:
+            figures = drift(info.baseline, b.columns)
+            record["drift"] = {"baseline": True, **figures, "threshold": t.drift_psi}
+            if figures["max_psi"] is not None:
+                events += self._crossing(version, "drift", "max_psi", minute, figures["max_psi"] > t.drift_psi,
+                                         {"max_psi": figures["max_psi"], "feature": figures["max_feature"],
+                                          "psi": figures["psi"]}, t.drift_psi)
+        if b.labelled:
+            window = self.rolling.setdefault(version, deque())
+            window.append((minute, b.counts))
+            while window and window[0][0] <= minute - t.rolling_minutes * MINUTE_MS:
+                window.popleft()
+            total = Confusion()
+            for _, counts in window:
+                total += counts
+            rolling = total.figures()
+            record["labels"] = b.counts.figures()
+            record["rolling"] = {"minutes": t.rolling_minutes, **rolling}
+            if total.normal >= t.min_normal and rolling["false_alarm_rate"] is not None:
+                events += self._crossing(version, "accuracy", "false_alarm_rate", minute,
+                                         rolling["false_alarm_rate"] > t.max_false_alarm_rate, rolling,
+                                         t.max_false_alarm_rate)
+            if total.faults >= t.min_faults and rolling["recall"] is not None:
+                events += self._crossing(version, "accuracy", "recall", minute, rolling["recall"] < t.min_recall,
+                                         rolling, t.min_recall)
+        return record, events
+
+    def _crossing(self, version: str, kind: str, metric: str, minute: int, bad: bool, figures: dict[str, Any],
+                  threshold: float) -> list[dict[str, Any]]:
+        """A model-event when ``bad`` changed for (version, metric): raised, or cleared after being raised."""
+        key = (version, metric)
+        if bad == self.raised.get(key, False):
+            return []
+        self.raised[key] = bad
+        return [{"kind": kind, "metric": metric, "status": "raised" if bad else "cleared", "model_version": version,
+                 "minute": iso_minute(minute), "minute_ms": minute, "threshold": threshold, "figures": figures}]
