@@ -123,11 +123,14 @@ def psi(feature_baseline: Mapping[str, Any], values: Iterable[float]) -> float |
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
-def drift(base: Mapping[str, Any], columns: Mapping[str, Sequence[float]]) -> dict[str, Any]:
-    """PSI per feature of ``columns`` against ``base`` (a manifest's ``baseline``), the largest and its feature."""
+def drift(base: Mapping[str, Any], columns: Mapping[str, Sequence[float]],
+          watched: Sequence[str] | None = None) -> dict[str, Any]:
+    """PSI per feature of ``columns`` against ``base`` (a manifest's ``baseline``), the largest and its
+    feature (the largest among ``watched`` when given)."""
     values = {name: psi(fb, columns.get(name, ())) for name, fb in base["features"].items()}
     values = {k: round(v, 5) for k, v in values.items() if v is not None}
-    top = max(values, key=values.get) if values else None
+    candidates = [k for k in values if watched is None or k in watched]
+    top = max(candidates, key=values.get) if candidates else None
     return {"psi": values, "max_psi": values[top] if top else None, "max_feature": top}
 
 
@@ -202,12 +205,14 @@ class Monitor:
     ``info(version)`` says what is known of a version (called once per version). A minute is
     complete once event time (the largest seen) has passed its end by ``lateness_ms``: ``close()``
     returns its records; ``close(final=True)`` closes every open minute. A record of a minute
-    already closed is counted in ``late`` and otherwise left out.
+    already closed is counted in ``late`` and otherwise left out. ``drift_features``: the features
+    whose PSI counts for max PSI and drift events (PSI is reported for every feature either way).
     """
 
     def __init__(self, info: Callable[[str], ModelInfo], thresholds: Thresholds = Thresholds(),
-                 lateness_ms: int = 30_000) -> None:
+                 lateness_ms: int = 30_000, drift_features: Sequence[str] | None = None) -> None:
         self.info_of = info
+        self.drift_features = list(drift_features) if drift_features else None
         self.thresholds = thresholds
         self.lateness_ms = lateness_ms
         self.models: dict[str, ModelInfo] = {}
@@ -318,7 +323,7 @@ class Monitor:
             record["drift"] = {"baseline": True, "max_psi": None, "threshold": t.drift_psi,
                                "note": f"{b.events} readings (< {t.min_events}): too few for PSI"}
         else:
-            figures = drift(info.baseline, b.columns)
+            figures = drift(info.baseline, b.columns, self.drift_features)
             record["drift"] = {"baseline": True, **figures, "threshold": t.drift_psi}
             if figures["max_psi"] is not None:
                 events += self._crossing(version, "drift", "max_psi", minute, figures["max_psi"] > t.drift_psi,
