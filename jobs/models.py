@@ -90,11 +90,21 @@ class NameOptions(Options):
     name: str = option(..., "the model's name", argument=True, metavar="NAME")
 
 
+def describe_event(event: dict) -> str:
+    """One history event in words (each action has fields of its own)."""
+    action = event.get("action")
+    if action == "publish":
+        return f"published version {event.get('version')}"
+    if action == "alias":
+        return f"{event.get('alias')}: {event.get('previous')} -> {event.get('version')}"
+    if action == "delete":
+        return f"deleted version {event.get('version')}"
+    return str(action)
+
+
 def history(settings: VigilSettings, o: NameOptions) -> int:
     for event in registry(settings).state(o.name).history:
-        what = {"publish": f"published version {event['version']}",
-                "alias": f"{event['alias']}: {event.get('previous')} -> {event.get('version')}",
-                "delete": f"deleted version {event['version']}"}.get(event["action"], event["action"])
+        what = describe_event(event)
         figures = f"  {json.dumps(event['figures'])}" if event.get("figures") else ""
         print(f"{event['generation']:>4}  {event['at']}  {event['by']}  {what}"
               f"{'  (' + event['reason'] + ')' if event.get('reason') else ''}{figures}")
