@@ -1,7 +1,7 @@
 """MQTT devices -> Kafka: bridge JSON readings of any machine from an MQTT broker into an Avro topic.
 
-    python -m connectors.mqtt_bridge --mqtt-topic 'vigil/telemetry/#' --topic telemetry
-    python -m connectors.mqtt_bridge --mqtt-topic 'plant/pumps/#' --topic pumps --schema pump.avsc
+    vigil mqtt --mqtt-topic 'vigil/telemetry/#' --topic telemetry
+    vigil mqtt --mqtt-topic 'plant/pumps/#' --topic pumps --schema pump.avsc
 
 **Which schema.** The readings are converted with the Kafka topic's registered schema (the schema
 store, connectors/schema_store.py: what jobs.simulate_fleet, jobs.replay_file or jobs.register_topic

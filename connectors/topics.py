@@ -1,9 +1,9 @@
 """Topic tools on the command line: create with partitions, describe, delete, list, peek.
 
-    python -m connectors.topics create telemetry --partitions 3
-    python -m connectors.topics describe telemetry
-    python -m connectors.topics list
-    python -m connectors.topics peek telemetry.enriched --count 3
+    vigil topics create telemetry --partitions 3
+    vigil topics describe telemetry
+    vigil topics list
+    vigil topics peek telemetry.enriched --count 3
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A live local dashboard of a scoring job's outputs: alerts, scores, rates, dead letters, models.
 
-    python -m jobs.dashboard --input demo.telemetry [--port 8050]
-    python -m jobs.dashboard --input demo.telemetry --screenshot docs/dashboard.png
+    vigil dashboard --input demo.telemetry [--port 8050]
+    vigil dashboard --input demo.telemetry --screenshot docs/dashboard.png
 
 Serves one page on the loopback host of the settings (``dashboard: http://127.0.0.1:8050/``) that
 polls ``/api/state`` every 2 s while a scoring job runs. The dashboard reads ``<input>.scored``,

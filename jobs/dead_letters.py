@@ -1,6 +1,6 @@
 """Read a dead-letter topic: why each record was refused, and (with the secret) what it was.
 
-    python -m jobs.dead_letters telemetry.dlq [--count 20] [--open]
+    vigil dlq telemetry.dlq [--count 20] [--open]
 
 Dead letters keep their payload sealed (AES-GCM, a key derived from the pseudonymisation secret;
 udfs/dead_letters.py). ``--open`` unseals the payloads with this install's secret and, when the

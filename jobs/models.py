@@ -1,11 +1,11 @@
 """The model registry on the command line: list, show, history, alias, compare, delete.
 
-    python -m jobs.models list
-    python -m jobs.models show telemetry@champion
-    python -m jobs.models history telemetry
-    python -m jobs.models alias telemetry champion 3 --reason "better recall at the same precision"
-    python -m jobs.models compare telemetry@champion telemetry@challenger
-    python -m jobs.models delete telemetry 1
+    vigil models list
+    vigil models show telemetry@champion
+    vigil models history telemetry
+    vigil models alias telemetry champion 3 --reason "better recall at the same precision"
+    vigil models compare telemetry@champion telemetry@challenger
+    vigil models delete telemetry 1
 
 Every change (a new version, an alias moved, a version deleted) is one event in the model's log
 with who, when and why (connectors/model_registry.py); jobs that score with ``name@alias`` pick

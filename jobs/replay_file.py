@@ -1,7 +1,7 @@
 """Replay a user's CSV or Parquet sensor file into a Kafka topic, so Vigil can watch their machines.
 
-    python -m jobs.replay_file readings.csv --topic plant-a
-    python -m jobs.replay_file readings.parquet --topic plant-a --speed 10 --columns temp,vibration
+    vigil replay readings.csv --topic plant-a
+    vigil replay readings.parquet --topic plant-a --speed 10 --columns temp,vibration
 
 The file's columns are given roles, by option or by name and content:
 

@@ -1,6 +1,6 @@
 """The whole story on one machine: simulate -> train from Kafka -> score continuously -> summary.
 
-    python -m jobs.run_demo            (what `make demo` runs after starting the services)
+    vigil demo            (what `make demo` runs after starting the services)
 
 1. the fleet's history (labelled failures included) is simulated into the ``demo.telemetry`` topic;
 2. the autoencoder is trained straight from that Kafka log and published to the model store;

@@ -1,13 +1,15 @@
 """Score every event of a topic with the autoencoder inside Flink (Table API): the main job.
 
-    python -m jobs.score_events --input telemetry [--bounded] [--tier s3a://vigil/tier]
+    vigil score table --input telemetry [--bounded] [--tier s3a://vigil/tier]
 
 Kafka (raw bytes) -> decode + pseudonymise -> validate against the expectation suite ->
 ANOMALY(...) -> one statement set with four sinks, all exactly-once (Kafka transactions and
 Parquet files commit on checkpoints):
 
 * <input>.scored   every valid event with its score, flag and the model version that scored it;
-* <input>.alerts   the anomalous ones, one alert per anomalous reading;
+* <input>.alerts   alarm episodes per entity: a record when one opens (--alarm-enter anomalous
+                   readings among the last --alarm-within) and one when it closes (after
+                   --alarm-clear normal readings in a row);
 * <input>.dlq      every record that could not be scored: reason, source topic/partition/offset,
                    original bytes;
 * the object tier  every scored event as Parquet by event date and hour (--tier; 'none' disables).

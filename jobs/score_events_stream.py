@@ -1,6 +1,6 @@
 """Score every event through the DataStream API, keyed by entity, with per-entity alert state.
 
-    python -m jobs.score_events_stream --input telemetry [--alarm-enter 3 --alarm-within 5] [--bounded]
+    vigil score stream --input telemetry [--alarm-enter 3 --alarm-within 5] [--bounded]
 
 Each record is decoded, pseudonymised, checked (impossible values and the expectation suite) and
 scored with the same parts as the Table job, inside one keyed operator (udfs/score_per_entity)

@@ -1,8 +1,8 @@
 """Simulate a fleet of vehicles into Kafka: correlated telemetry with labelled failure episodes.
 
-    python -m jobs.simulate_fleet --topic telemetry --vehicles 20 --events 20000 --failure-rate 0.02
-    python -m jobs.simulate_fleet --topic telemetry --vehicles 20 --events 100000 --rate 20   # real time
-    python -m jobs.simulate_fleet --topic hard --events 100000 --failure-modes hard --failure-rate 0.1 \
+    vigil simulate --topic telemetry --vehicles 20 --events 20000 --failure-rate 0.02
+    vigil simulate --topic telemetry --vehicles 20 --events 100000 --rate 20   # real time
+    vigil simulate --topic hard --events 100000 --failure-modes hard --failure-rate 0.1 \
         --regime-changes 0.1   # the hard case (jobs.simulation.HARD_CLI_FLAGS)
 
 ``--failure-modes`` takes mode names and the groups ``default`` (the four abrupt vehicle faults),

@@ -1,6 +1,6 @@
 """Train the autoencoder straight from the Kafka log and publish a versioned model.
 
-    python -m jobs.train_autoencoder --topic telemetry [--from 2026-01-01T00:00:00Z] [--to ...]
+    vigil train --topic telemetry [--from 2026-01-01T00:00:00Z] [--to ...]
 
 No data lake: the job reads the chosen range of every partition of the topic from Kafka (adding
 older Parquet history from the object tier with ``--history`` when retention no longer holds it),

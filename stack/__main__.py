@@ -1,11 +1,11 @@
 """The local stack: install, start, stop and inspect the services Vigil runs on one machine.
 
-    python -m stack setup            # resolve jars with Maven, build the Flink home, make the secrets and certificates
-    python -m stack up [kafka s3 mosquitto]
-    python -m stack status
-    python -m stack down [--purge]   # --purge also deletes all data under VIGIL_HOME
-    python -m stack env              # shell exports for flink / sql-client.sh
-    python -m stack cluster up|down|status|jobs   # the local Flink standalone cluster
+    vigil stack setup            # resolve jars with Maven, build the Flink home, make the secrets and certificates
+    vigil stack up [kafka s3 mosquitto]
+    vigil stack status
+    vigil stack down [--purge]   # --purge also deletes all data under VIGIL_HOME
+    vigil stack env              # shell exports for flink / sql-client.sh
+    vigil stack cluster up|down|status|jobs   # the local Flink standalone cluster
 """
 from __future__ import annotations
 
