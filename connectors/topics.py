@@ -21,40 +21,55 @@ def peek(bootstrap: str, name: str, count: int = 5) -> list[str]:
     """The last ``count`` records of each partition of ``name``, decoded for reading.
 
     Avro topics are decoded with the schema registered in the schema store; other values are
-    shown as JSON text when they are UTF-8, else as a byte count.
+    shown as JSON text when they are UTF-8, else as a byte count. Offsets are not records: a
+    transactional writer's commit markers take offsets too (every output of the scoring jobs), so
+    each partition is read back further until it gave ``count`` committed records or its start.
     """
     import json
 
-    from confluent_kafka import Consumer, TopicPartition
-
     schema = schema_store.lookup(bootstrap, name)
     decode = AvroDeserializer(schema) if schema else None
-    marks = end_offsets(bootstrap, name)
-    consumer = Consumer({**client_config(bootstrap), "group.id": "vigil-peek", "enable.auto.commit": False})
     lines: list[str] = []
-    try:
-        wanted = {p: max(low, high - count) for p, (low, high) in marks.items() if high > low}
-        consumer.assign([TopicPartition(name, p, off) for p, off in wanted.items()])
-        remaining = sum(marks[p][1] - off for p, off in wanted.items())
-        for _ in range(20):
-            if remaining <= 0:
-                break
-            for msg in consumer.consume(num_messages=remaining, timeout=1.0):
-                if msg.error():
-                    continue
-                remaining -= 1
-                value = msg.value() or b""
-                if decode is not None:
-                    text = json.dumps(decode(value), default=str)
-                else:
-                    try:
-                        text = value.decode()
-                    except UnicodeDecodeError:
-                        text = f"<{len(value)} bytes>"
-                lines.append(f"[p{msg.partition()}@{msg.offset()}] key={msg.key()!r} {text}")
-    finally:
-        consumer.close()
+    for partition, (low, high) in sorted(end_offsets(bootstrap, name).items()):
+        for msg in _last_records(bootstrap, name, partition, low, high, count):
+            value = msg.value() or b""
+            if decode is not None:
+                text = json.dumps(decode(value), default=str)
+            else:
+                try:
+                    text = value.decode()
+                except UnicodeDecodeError:
+                    text = f"<{len(value)} bytes>"
+            lines.append(f"[p{msg.partition()}@{msg.offset()}] key={msg.key()!r} {text}")
     return lines
+
+
+def _last_records(bootstrap: str, name: str, partition: int, low: int, high: int, count: int) -> list:
+    """The newest ``count`` committed records of one partition (fewer when it holds fewer)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    back = count
+    while True:
+        start = max(low, high - back)
+        consumer = Consumer({**client_config(bootstrap), "group.id": "vigil-peek", "enable.auto.commit": False,
+                             "isolation.level": "read_committed"})
+        got = []
+        try:
+            consumer.assign([TopicPartition(name, partition, start)])
+            for round_ in range(20):  # bounded: each round waits at most 1 s
+                if start >= high:
+                    break
+                batch = [m for m in consumer.consume(num_messages=high - start, timeout=1.0) if not m.error()]
+                got += batch
+                # the last record is at high - 1, or high - 2 before a commit marker; a quiet round
+                # after data (or a third one with none: only markers in range) means the end
+                if (got and got[-1].offset() >= high - 2) or (not batch and (got or round_ >= 2)):
+                    break
+        finally:
+            consumer.close()
+        if len(got) >= count or start == low:
+            return got[-count:]
+        back *= 2
 
 
 class CreateOptions(Options):
@@ -81,7 +96,8 @@ def _create(settings: VigilSettings, o: CreateOptions) -> int:
 
 def _describe(settings: VigilSettings, o: TopicOptions) -> int:
     info = describe_topic(settings.bootstrap_servers, o.name)
-    print(f"topic {info.name}: {len(info.partitions)} partition(s), {info.messages} message(s)")
+    print(f"topic {info.name}: {len(info.partitions)} partition(s), {info.messages} offset(s) (records, plus "
+          f"the commit markers of transactional writers)")
     for p in info.partitions:
         print(f"  partition {p.partition}: leader {p.leader}, offsets {p.low}..{p.high}")
     for key, value in sorted(info.config.items()):

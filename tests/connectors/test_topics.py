@@ -57,6 +57,23 @@ def test_peek_decodes_avro_with_the_stored_schema(kafka_bootstrap: str, new_topi
     assert '"vehicle_id": "V4"' in lines[-1]
 
 
+def test_peek_counts_records_not_the_commit_markers_of_transactions(kafka_bootstrap: str, new_topic):
+    """Each transaction leaves a commit marker at an offset of its own (the scoring jobs' outputs)."""
+    from confluent_kafka import Producer
+
+    name = new_topic("peek.tx", partitions=1)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": f"peek-{name}"})
+    producer.init_transactions(30)
+    for i in range(4):  # one record per transaction: offsets 0..7, records at the even ones
+        producer.begin_transaction()
+        producer.produce(name, key=f"k{i}".encode(), value=f'{{"i": {i}}}'.encode())
+        producer.commit_transaction(30)
+    lines = peek(kafka_bootstrap, name, count=3)
+    assert [line.split(" ", 1)[0] for line in lines] == ["[p0@2]", "[p0@4]", "[p0@6]"]
+    assert lines[-1].endswith('{"i": 3}')
+    assert len(peek(kafka_bootstrap, name, count=10)) == 4  # all there is
+
+
 def test_missing_topic_is_a_clear_error(kafka_bootstrap: str):
     with pytest.raises(ConnectorError, match="does not exist"):
         describe_topic(kafka_bootstrap, "no.such.topic.here")
