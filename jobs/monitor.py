@@ -44,9 +44,9 @@ class MonitorOptions(Options):
     scored: str = option(..., "the scored topic to watch (<input>.scored)")
     dlq: str | None = option(None, "the dead-letter topic of the same job (<input>.dlq): dead letters per minute",
                              show_default="none")
-    metrics_topic: str | None = option(None, "topic the per-minute metrics records go to",
+    metrics_topic: str | None = option(None, "topic the metrics records of each minute go to",
                                        show_default="<input>.metrics")
-    events_topic: str | None = option(None, "topic the model-events (thresholds crossed) go to",
+    events_topic: str | None = option(None, "topic the events of thresholds crossed go to",
                                       show_default="<input>.model-events")
     bounded: bool = option(False, "read the topics up to their end at start, publish every minute and stop")
     from_latest: bool = option(False, "start at the topics' current end (only new records)")
@@ -57,12 +57,12 @@ class MonitorOptions(Options):
     drift_features: list[str] | None = option(None, "features whose PSI counts for max PSI and drift events "
                                                     "(PSI is published for every feature)", parse=comma_list,
                                               show_default="every feature of the model")
-    drift_threshold: float = option(0.2, "max PSI of a minute above this: a drift model-event", gt=0)
+    drift_threshold: float = option(0.2, "max PSI of a minute above this: a drift event", gt=0)
     min_events: int = option(100, "fewest readings of a minute for its PSI", ge=1)
-    max_false_alarm_rate: float = option(0.02, "rolling false-alarm rate above this: an accuracy model-event",
+    max_false_alarm_rate: float = option(0.02, "rolling false alarm rate above this: an accuracy event",
                                          ge=0, le=1)
-    min_recall: float = option(0.5, "rolling recall below this: an accuracy model-event", ge=0, le=1)
-    min_normal: int = option(200, "fewest normal labelled readings in the rolling window for a false-alarm event",
+    min_recall: float = option(0.5, "rolling recall below this: an accuracy event", ge=0, le=1)
+    min_normal: int = option(200, "fewest normal labelled readings in the rolling window for a false alarm event",
                              ge=1)
     min_faults: int = option(20, "fewest fault readings in the rolling window for a recall event", ge=1)
     rolling_minutes: int = option(10, "minutes of the rolling precision/recall window", ge=1)

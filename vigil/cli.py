@@ -6,6 +6,8 @@
     vigil train --topic plant-a         # straight from the Kafka log, into the model registry
     vigil score table --input plant-a   # the Flink job: scored, alerts, dead letters, Parquet tier
     vigil models list                   # versions, aliases (champion/challenger), history
+    vigil monitor --scored plant-a.scored   # per-minute metrics, drift, accuracy to plant-a.metrics
+    vigil retrain --topic plant-a       # train a challenger, evaluate it, promote it by a policy
     vigil dlq plant-a.dlq --open        # why records were refused, and what they were
 
 Every sub-command's --help lists each option with its default. Settings (addresses, the model
@@ -39,6 +41,8 @@ VIGIL = LazyGroup("vigil", __doc__, {
     "train": ("jobs.train_autoencoder:COMMAND", "train a model from a topic's Kafka log into the registry"),
     "score": ("vigil.cli:SCORE", "score a topic inside Flink (table | stream | sql)"),
     "backfill": ("vigil.backfill:COMMAND", "score a time range of a topic again, into separate topics"),
+    "monitor": ("jobs.monitor:COMMAND", "per-minute model metrics, drift and accuracy of a scored topic, to Kafka"),
+    "retrain": ("jobs.retrain:COMMAND", "the retraining loop: train a challenger, evaluate, promote by a policy"),
     "models": ("jobs.models:MODELS", "the model registry: list, show, history, alias, compare, delete"),
     "dlq": ("jobs.dead_letters:COMMAND", "read a dead-letter topic (and open its sealed payloads)"),
     "topics": ("connectors.topics:TOPICS", "Kafka topics: create, describe, delete, list, peek"),

@@ -6,8 +6,10 @@ Pure: no Kafka here. ``Monitor`` is fed parsed records (``add_scored``, ``add_de
 the thresholds crossed; ``jobs/monitor.py`` is the consumer loop around it.
 
 The training baseline (``baseline()``, kept as ``baseline`` in the manifest by the trainer): per
-feature, the inner edges of ``bins`` quantile bins of the readings the model was fitted on, and the
-share of those readings in each bin (bin i holds edges[i-1] < x <= edges[i]). The population
+feature, the edges of ``bins`` quantile bins of the readings the model was fitted on (their minimum,
+the inner quantiles, their maximum) and the share of those readings in each bin: bin i holds
+edges[i-1] <= x < edges[i], so bin 0 holds what is below every training reading (share 0) and the
+last bin what is at or above the training maximum; a reading outside the training range counts. The population
 stability index of a minute's readings against it is ``sum((a - e) * ln(a / e))`` over the bins
 (a, e: the minute's and the baseline's shares, each floored at ``PSI_FLOOR`` so an empty bin does
 not give infinity). The usual reading: < 0.1 stable, 0.1 to 0.2 a moderate shift, > 0.2 a shift
@@ -103,8 +105,8 @@ def baseline(values: np.ndarray, names: Sequence[str], bins: int = DEFAULT_BINS)
         column = column[np.isfinite(column)]
         if not len(column):
             continue
-        edges = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)[1:-1]))
-        counts = np.bincount(np.searchsorted(edges, column, side="left"), minlength=len(edges) + 1)
+        edges = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)))
+        counts = np.bincount(np.searchsorted(edges, column, side="right"), minlength=len(edges) + 1)
         features[name] = {"edges": [float(e) for e in edges], "shares": [float(c) for c in counts / len(column)]}
     return {"method": f"{bins} quantile bins of the training readings; PSI = sum((a - e) ln(a / e)), shares "
                       f"floored at {PSI_FLOOR:g}", "bins": bins, "rows": int(len(values)), "features": features}
@@ -118,7 +120,7 @@ def psi(feature_baseline: Mapping[str, Any], values: Iterable[float]) -> float |
         return None
     edges = np.asarray(feature_baseline["edges"], dtype=np.float64)
     expected = np.maximum(np.asarray(feature_baseline["shares"], dtype=np.float64), PSI_FLOOR)
-    actual = np.bincount(np.searchsorted(edges, x, side="left"), minlength=len(edges) + 1) / len(x)
+    actual = np.bincount(np.searchsorted(edges, x, side="right"), minlength=len(edges) + 1) / len(x)
     actual = np.maximum(actual, PSI_FLOOR)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 

@@ -37,7 +37,7 @@ def segment(minute: int, minutes: int, seed: int = 1, shift: dict[str, float] | 
     records = [dict(r) for r in _FLEET[seed] if first <= r["event_time"] < last]
     for r in records:
         for name, delta in (shift or {}).items():
-            r[name] = round(r[name] + delta, 1)
+            r[name] = round(r[name] + delta, 3)
     return records
 
 

@@ -26,18 +26,21 @@ def test_baseline_bins_hold_a_tenth_each_and_psi_is_small_for_the_same_distribut
     train = rng.normal(90, 2, size=(5000, 1))
     base = baseline(train, ["coolant"])
     fb = base["features"]["coolant"]
-    assert len(fb["edges"]) == 9 and np.allclose(fb["shares"], 0.1, atol=0.002)
+    assert len(fb["edges"]) == 11 and fb["shares"][0] == 0 and fb["shares"][-1] == 1 / 5000   # below min, at max
+    assert np.allclose(fb["shares"][1:-1], 0.1, atol=0.002)
     same = psi(fb, rng.normal(90, 2, 2000))
     shifted = psi(fb, rng.normal(93, 2, 2000))     # a 1.5 sd recalibration
     assert same < 0.02 and shifted > 1.0
     assert psi(fb, []) is None and psi(fb, [np.nan, None]) is None
+    constant = baseline(np.full((100, 1), 1.3), ["accel"])["features"]["accel"]   # one value: still two sides
+    assert psi(constant, [1.3] * 50) == pytest.approx(0) and psi(constant, [1.0] * 50) > 5
 
 
-def test_a_feature_with_few_values_gets_fewer_bins_and_an_unseen_value_counts():
+def test_a_feature_with_few_values_gets_fewer_bins_and_values_outside_the_training_range_count():
     base = baseline(np.array([[0.0]] * 50 + [[1.0]] * 50), ["gear"])["features"]["gear"]
-    assert base["edges"] == [0.0, 0.5, 1.0] and base["shares"] == [0.5, 0.0, 0.5, 0.0]
+    assert base["edges"] == [0.0, 0.5, 1.0] and base["shares"] == [0.0, 0.5, 0.0, 0.5]
     assert psi(base, [0.0] * 50 + [1.0] * 50) == pytest.approx(0.0)
-    assert psi(base, [2.0] * 100) > 5
+    assert psi(base, [2.0] * 100) > 1 and psi(base, [-1.0] * 100) > 5
 
 
 def info(version: str) -> ModelInfo:
