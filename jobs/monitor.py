@@ -12,8 +12,9 @@ version): events scored, anomaly rate, score quantiles, dead letters of the minu
 feature against the training baseline in the version's manifest, and the largest) and, where the
 records carry the model's label column, precision/recall/false-alarm rate of the minute and over
 the last ``--rolling-minutes``. A threshold crossed (max PSI above ``--drift-threshold``, rolling
-false-alarm rate above ``--max-false-alarm-rate``, rolling recall below ``--min-recall``) writes a
-model-event (``status: raised``), and so does its return below the threshold (``cleared``).
+false-alarm rate above ``--max-false-alarm-rate``, rolling recall below ``--min-recall``) for
+``--persist-minutes`` minutes in a row writes a model-event (``status: raised``, at the minute it
+is confirmed), and so does its return (``cleared``).
 docs/monitoring.md lists every field.
 """
 from __future__ import annotations
@@ -66,6 +67,8 @@ class MonitorOptions(Options):
                              ge=1)
     min_faults: int = option(20, "fewest fault readings in the rolling window for a recall event", ge=1)
     rolling_minutes: int = option(10, "minutes of the rolling precision/recall window", ge=1)
+    persist_minutes: int = option(2, "consecutive minutes a figure must stay across a threshold (or back) before "
+                                     "an event says so (1: at once)", ge=1)
     quiet: bool = option(False, "no line per published minute")
 
 
@@ -130,7 +133,8 @@ def run(settings: VigilSettings, o: MonitorOptions) -> int:
         create_topic(bootstrap, topic)
     thresholds = Thresholds(drift_psi=o.drift_threshold, min_events=o.min_events,
                             max_false_alarm_rate=o.max_false_alarm_rate, min_recall=o.min_recall,
-                            min_normal=o.min_normal, min_faults=o.min_faults, rolling_minutes=o.rolling_minutes)
+                            min_normal=o.min_normal, min_faults=o.min_faults, rolling_minutes=o.rolling_minutes,
+                            persist_minutes=o.persist_minutes)
     monitor = Monitor(model_info(settings, o.label_column), thresholds, lateness_ms=int(o.lateness_seconds * 1000),
                       drift_features=o.drift_features)
     producer = Producer({**client_config(bootstrap), "acks": "all", "enable.idempotence": True, "linger.ms": 20})

@@ -177,6 +177,7 @@ class Thresholds:
     min_normal: int = 200             # fewest normal labelled readings in the rolling window for the false-alarm rate
     min_faults: int = 20              # fewest fault readings in the rolling window for recall
     rolling_minutes: int = 10         # minutes in the rolling precision/recall window
+    persist_minutes: int = 2          # consecutive minutes across (or back across) a threshold before an event
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,7 @@ class Monitor:
         self.malformed = 0
         self.rolling: dict[str, deque[tuple[int, Confusion]]] = {}
         self.raised: dict[tuple[str, str], bool] = {}
+        self.streak: dict[tuple[str, str], int] = {}   # consecutive minutes on the other side of the threshold
         self.notes: list[str] = []      # one line per version without a baseline (for the log)
 
     def model(self, version: str) -> ModelInfo:
@@ -353,10 +355,15 @@ class Monitor:
 
     def _crossing(self, version: str, kind: str, metric: str, minute: int, bad: bool, figures: dict[str, Any],
                   threshold: float) -> list[dict[str, Any]]:
-        """A model-event when ``bad`` changed for (version, metric): raised, or cleared after being raised."""
+        """A model-event when ``bad`` changed for (version, metric) and stayed so for ``persist_minutes``
+        minutes that had the figure: raised, or cleared after being raised."""
         key = (version, metric)
         if bad == self.raised.get(key, False):
+            self.streak[key] = 0
             return []
-        self.raised[key] = bad
+        self.streak[key] = self.streak.get(key, 0) + 1
+        if self.streak[key] < self.thresholds.persist_minutes:
+            return []
+        self.raised[key], self.streak[key] = bad, 0
         return [{"kind": kind, "metric": metric, "status": "raised" if bad else "cleared", "model_version": version,
                  "minute": iso_minute(minute), "minute_ms": minute, "threshold": threshold, "figures": figures}]

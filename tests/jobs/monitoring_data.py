@@ -10,7 +10,7 @@ import pandas as pd
 
 from connectors import schema_store
 from connectors.avro_serde import load_schema
-from connectors.kafka_io import AvroProducer, client_config
+from connectors.kafka_io import AvroProducer, client_config, create_topic
 from jobs import simulation
 
 SCHEMA = load_schema()
@@ -43,6 +43,7 @@ def segment(minute: int, minutes: int, seed: int = 1, shift: dict[str, float] | 
 
 def produce(bootstrap: str, topic: str, records: list[dict[str, Any]]) -> None:
     """Readings into ``topic`` (its schema registered), Kafka timestamps = event time, as the simulator does."""
+    create_topic(bootstrap, topic)
     schema_store.register(bootstrap, topic, SCHEMA)
     with AvroProducer(bootstrap, topic, SCHEMA) as producer:
         for r in records:

@@ -86,11 +86,12 @@ def test_drift_metrics_move_when_the_tire_gauges_are_recalibrated(model, kafka_b
     assert sum(m["labels"]["faults"] for m in normal) >= 10
     assert all(m["rolling"]["false_alarm_rate"] < 0.02 for m in metrics)   # this model keeps its false alarms low
     drift = [e for e in events if e["kind"] == "drift"]
-    assert [(e["status"], e["minute"][11:16]) for e in drift] == [("raised", f"00:{10 + NORMAL_MINUTES:02d}")]
+    # raised once the drift held for --persist-minutes (2): at the second recalibrated minute
+    assert [(e["status"], e["minute"][11:16]) for e in drift] == [("raised", f"00:{11 + NORMAL_MINUTES:02d}")]
     assert drift[0]["figures"]["max_psi"] > 1 and drift[0]["threshold"] == 0.2
     assert drift[0]["model_version"] == "fleet@1"
     assert not [e for e in events if e["kind"] == "accuracy" and e["metric"] == "false_alarm_rate"]
-    assert f"model-event: drift raised for fleet@1 at 2026-01-01T00:{10 + NORMAL_MINUTES:02d}:00Z" in out
+    assert f"model-event: drift raised for fleet@1 at 2026-01-01T00:{11 + NORMAL_MINUTES:02d}:00Z" in out
 
 
 def test_a_missing_topic_is_one_clear_line(kafka_bootstrap, capsys):

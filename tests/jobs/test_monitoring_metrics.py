@@ -60,7 +60,8 @@ def rec(ms: int, a: float, *, version: str = "m@1", flag: bool = False, label: s
 
 def test_minutes_are_published_once_complete_with_drift_labels_and_dead_letters():
     rng = np.random.default_rng(3)
-    m = Monitor(info, Thresholds(min_events=100, min_normal=50, min_faults=5, max_false_alarm_rate=0.05),
+    m = Monitor(info, Thresholds(min_events=100, min_normal=50, min_faults=5, max_false_alarm_rate=0.05,
+                                 persist_minutes=1),
                 lateness_ms=10_000)
     for i in range(300):                                   # minute 0: as in training
         m.add_scored(rec(T0 + i * 200, rng.normal(), flag=i % 30 == 0, label="tire_leak" if i % 30 == 0 else None))
@@ -89,15 +90,15 @@ def test_minutes_are_published_once_complete_with_drift_labels_and_dead_letters(
     assert drift_event["threshold"] == 0.2 and drift_event["figures"]["feature"] == "a"
 
 
-def test_a_crossing_is_reported_once_and_cleared_when_it_ends_and_old_manifests_skip_drift():
+def test_a_crossing_is_reported_once_it_persists_and_cleared_when_it_ends_and_old_manifests_skip_drift():
     rng = np.random.default_rng(4)
-    m = Monitor(info, Thresholds(min_events=50), lateness_ms=0)
+    m = Monitor(info, Thresholds(min_events=50, persist_minutes=2), lateness_ms=0)
     events = []
-    for minute, shift in enumerate([0, 3, 3, 0]):
+    for minute, shift in enumerate([0, 3, 0, 3, 3, 3, 0, 0]):     # minute 1 alone is not a drift: no event
         for i in range(100):
             m.add_scored(rec(T0 + minute * MINUTE_MS + i * 500, shift + rng.normal()))
         events += m.close(final=True)[1]
-    assert [(e["status"], e["minute"][-6:-1]) for e in events] == [("raised", "01:00"), ("cleared", "03:00")]
+    assert [(e["status"], e["minute"][-6:-1]) for e in events] == [("raised", "04:00"), ("cleared", "07:00")]
     m.add_scored(rec(T0 + 10 * MINUTE_MS, 5.0, version="old@1"))
     metrics, events = m.close(final=True)
     assert metrics[0]["drift"] == {"baseline": False, "note": "its manifest has no baseline"} and events == []
