@@ -255,7 +255,8 @@ class VigilSettings(BaseSettings):
     home: Path = Field(PROJECT_ROOT / ".vigil", description="folder of all local state (VIGIL_HOME)")
     host: str = Field("127.0.0.1", description="address the local services listen on (loopback)")
     tier: str = Field("", description="object tier for Parquet history: file:///path or s3a://bucket/prefix; "
-                                      "'none' disables it (default: <home>/tier/scored)")
+                                      "'none' disables it (default: <home>/tier/<input topic>, each topic's "
+                                      "history in a folder of its own)")
     kafka: KafkaSettings = KafkaSettings()
     s3: S3Settings = S3Settings()
     mqtt: MqttSettings = MqttSettings()
@@ -327,8 +328,7 @@ class VigilSettings(BaseSettings):
             model["store"] = (home / "models").as_uri()
         if not pseudonym.get("secret_file"):
             pseudonym["secret_file"] = home / "secrets" / "pseudonym.key"
-        tier = data.get("tier") or (home / "tier" / "scored").as_uri()
-        return {**data, "home": home, "host": host, "tier": tier, "kafka": kafka, "s3": s3, "mqtt": mqtt,
+        return {**data, "home": home, "host": host, "tier": data.get("tier") or "", "kafka": kafka, "s3": s3, "mqtt": mqtt,
                 "model": model, "pseudonym": pseudonym}
 
     # --- building -----------------------------------------------------------------------------
@@ -387,10 +387,12 @@ class VigilSettings(BaseSettings):
     def model_store(self) -> str:
         return self.model.store
 
-    @property
-    def tier_uri(self) -> str | None:
-        """The object tier, or None when disabled (``tier = none``)."""
-        return None if self.tier.lower() == "none" else self.tier
+    def tier_for(self, topic: str) -> str | None:
+        """The object tier of a job reading ``topic``: the one set, else ``<home>/tier/<topic>`` (one
+        folder per topic: Parquet files of different schemas never share one); None when disabled."""
+        if self.tier.lower() == "none":
+            return None
+        return self.tier or (self.home / "tier" / topic).as_uri()
 
     @property
     def downloads(self) -> Path:

@@ -223,7 +223,7 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
     topics = {"scored": options.scored_topic or f"{base}.scored",
               "alerts": options.alerts_topic or f"{base}.alerts",
               "dlq": options.dlq_topic or f"{base}.dlq"}
-    tier_uri = settings.tier_uri if tier else None
+    tier_uri = settings.tier_for(options.input_topic) if tier else None
     return ScoringPlan(
         job=job, input_topic=options.input_topic, topics=topics, bootstrap_servers=settings.bootstrap_servers,
         group_id=options.group_id or f"vigil-{job}", start=start, savepoint=options.from_savepoint,

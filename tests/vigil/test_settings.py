@@ -25,7 +25,9 @@ def test_defaults_follow_from_home_host_and_ports(clean_env, tmp_path):
     assert s.bootstrap_servers == "127.0.0.1:9092"
     assert s.s3.endpoint == "http://127.0.0.1:9000"
     assert s.model_store == (home / "models").as_uri()
-    assert s.tier_uri == (home / "tier" / "scored").as_uri()
+    # each topic's Parquet history in a folder of its own, unless a tier is set
+    assert s.tier_for("plant-a") == (home / "tier" / "plant-a").as_uri()
+    assert s.evolve(tier="s3a://vigil/tier").tier_for("plant-a") == "s3a://vigil/tier"
     assert s.pseudonym.secret_file == home / "secrets" / "pseudonym.key"
     clean_env.setenv("VIGIL_KAFKA_PORT", "19092")
     assert VigilSettings.load().bootstrap_servers == "127.0.0.1:19092"
@@ -35,7 +37,7 @@ def test_flags_beat_environment_beat_config_file_beat_defaults(clean_env, tmp_pa
     config = tmp_path / "vigil.toml"
     config.write_text('tier = "none"\n[kafka]\nbootstrap_servers = "from-file:1"\n[model]\nstore = "s3://file/m"\n')
     s = VigilSettings.load(config_file=config)
-    assert (s.bootstrap_servers, s.model_store, s.tier_uri) == ("from-file:1", "s3://file/m", None)
+    assert (s.bootstrap_servers, s.model_store, s.tier_for("t")) == ("from-file:1", "s3://file/m", None)
     clean_env.setenv("VIGIL_KAFKA_BOOTSTRAP_SERVERS", "from-env:2")
     assert VigilSettings.load(config_file=config).bootstrap_servers == "from-env:2"
     s = VigilSettings.load({"kafka.bootstrap_servers": "from-flag:3"}, config_file=config)
