@@ -38,6 +38,7 @@ VIGIL = LazyGroup("vigil", __doc__, {
     "register": ("jobs.register_topic:COMMAND", "make a topic your producers write trainable: its schema and roles"),
     "train": ("jobs.train_autoencoder:COMMAND", "train a model from a topic's Kafka log into the registry"),
     "score": ("vigil.cli:SCORE", "score a topic inside Flink (table | stream | sql)"),
+    "sql": ("jobs.sql_session:COMMAND", "the Flink SQL client: every topic a table, every model a function"),
     "backfill": ("vigil.backfill:COMMAND", "score a time range of a topic again, into separate topics"),
     "models": ("jobs.models:MODELS", "the model registry: list, show, history, alias, compare, delete"),
     "dlq": ("jobs.dead_letters:COMMAND", "read a dead-letter topic (and open its sealed payloads)"),
