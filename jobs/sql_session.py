@@ -55,14 +55,13 @@ class SqlSessionOptions(Options):
     init_only: bool = option(False, "write the session's files, print the sql-client command, start nothing")
 
 
-def session(settings: VigilSettings, options: SqlSessionOptions, session_id: str,
-            notes: list[str]) -> catalog.Session:
-    """The session of the registered topics and models (``notes``: what was left out and why)."""
+def session(settings: VigilSettings, options: SqlSessionOptions, session_id: str) -> catalog.Session:
+    """The session of the registered topics and models."""
     check_broker(settings.bootstrap_servers)
     settings.pseudonym.check_readable()
     topics = catalog.topics_named(catalog.registered_topics(settings.bootstrap_servers), options.topics)
     store_s3 = settings.s3 if settings.s3_for(settings.model_store) else None
-    models = catalog.model_functions(ModelRegistry(settings.model_store, store_s3), options.models, notes)
+    models = catalog.model_functions(ModelRegistry(settings.model_store, store_s3), options.models)
     s = client.session_settings(settings, session_id, bounded=options.bounded,
                                 model_refresh_seconds=options.model_refresh_seconds)
     return catalog.build_session(s, topics, models, {t: load_suite(None, schema) for t, schema in topics.items()},
@@ -76,16 +75,13 @@ def run(settings: VigilSettings, options: SqlSessionOptions) -> int:
     if not options.init_only:
         cluster.require()
     session_id = client.new_session_id()
-    notes: list[str] = []
-    made = session(settings, options, session_id, notes)
+    made = session(settings, options, session_id)
     extra = client.SCRIPT_SETTINGS if options.file else []
     files = client.write_session(made, settings, session_id, extra=extra,
                                  header=f"-- vigil sql session {session_id} (generated; do not edit)\n\n")
     print(f"vigil sql: {len(made.topics)} topic(s) as tables, {len(made.tables)} tables in all (SHOW TABLES), "
           f"{len(made.models)} model function(s) (SELECT * FROM model_functions) on {cluster.rest_url}",
           file=sys.stderr, flush=True)
-    for note in notes:
-        print(f"  left out {note}: SQL sessions call models that read one reading", file=sys.stderr)
     if options.init_only:
         env = cluster.environment()
         print(" ".join(shlex.quote(p) for p in [

@@ -116,27 +116,13 @@ class ModelInput:
     expression: str
 
 
-class UnsupportedModel(ValueError):
-    """A model whose inputs the SQL session cannot give it yet; the message says why."""
-
-
 def model_inputs_sql(manifest: dict[str, Any]) -> list[ModelInput]:
     """The arguments of the ANOMALY function of a model, from its manifest: the one place they are made.
 
     A model reads one row's features, in the manifest's order: argument ``<feature> => DOUBLE`` fed
     by the column of that name. Every caller (the function's signature, the scoring job's call,
     the ``call`` column of ``model_functions``) takes names, types and expressions from this list.
-
-    A model with temporal context (``features.window`` W > 1: udfs/feature_set.py) also reads each
-    entity's W - 1 earlier readings; its arguments would be the sensors of each lag and their times
-    (jobs/core/scoring.context_columns) fed by ``LAG(col, k) OVER (PARTITION BY <entity> ORDER BY
-    <time attribute>)``. That is not generated yet: such a model raises UnsupportedModel.
     """
-    window = int(manifest["features"].get("window", 1) or 1)
-    if window > 1:
-        raise UnsupportedModel(f"model {manifest.get('version')} reads the last {window} readings of each entity; "
-                               f"SQL sessions call models that read one reading only (score it with "
-                               f"`vigil score table`)")
     return [ModelInput(name, "DOUBLE", quote(name)) for name in manifest["features"]["names"]]
 
 
@@ -158,13 +144,10 @@ class ModelFunction:
         return list(self.manifest["features"]["names"])
 
 
-def model_functions(registry: ModelRegistry, refs: Sequence[str] = (),
-                    skipped: list[str] | None = None) -> list[ModelFunction]:
+def model_functions(registry: ModelRegistry, refs: Sequence[str] = ()) -> list[ModelFunction]:
     """One function per reference: ``refs`` when given, else every alias of every model in the registry.
 
-    Raises RegistryError (naming what is unknown) for a reference that does not resolve, and
-    UnsupportedModel for a model given in ``refs`` that SQL cannot call; found in the registry,
-    such a model is left out with a line in ``skipped``.
+    Raises RegistryError (naming what is unknown) for a reference that does not resolve.
     """
     wanted: list[ModelRef] = []
     if refs:
@@ -177,14 +160,6 @@ def model_functions(registry: ModelRegistry, refs: Sequence[str] = (),
     found = []
     for ref in dict.fromkeys(wanted):
         manifest = registry.manifest(registry.resolve(ref))
-        try:
-            model_inputs_sql(manifest)
-        except UnsupportedModel:
-            if refs:
-                raise  # asked for by name: say why it cannot be had
-            if skipped is not None:
-                skipped.append(f"{ref}: {manifest.get('version')} reads several readings per entity")
-            continue
         suffix = "" if ref.alias == "champion" else (f"V{ref.number}" if ref.number is not None else ref.alias or "")
         name = unique_name(sql_name("ANOMALY", ref.name, suffix), taken, str(ref))
         found.append(ModelFunction(name, str(ref), manifest))

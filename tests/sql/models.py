@@ -1,4 +1,4 @@
-"""Models a SQL session can call (they read one reading each), trained once per test session."""
+"""Two versions of one model for the SQL tests (champion and challenger), trained once per test session."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,19 +16,20 @@ MODEL = "telemetry"
 
 def _publish(registry: ModelRegistry, work: Path, *, seed: int, epochs: int) -> dict:
     schema = load_schema()
-    settings = TrainOptions(epochs=epochs, quiet=True, min_rows=100, context="point", members=1, seed=seed)
-    trained = train(simulated_frame(seed=seed), FeatureSet.from_schema(schema), roles(schema)["label"],
-                    roles(schema)["time"], settings, work, entity_col=roles(schema)["entity"])
-    trained.save(work)
+    settings = TrainOptions(epochs=epochs, quiet=True, min_rows=100, seed=seed)
+    fields, model = train(simulated_frame(seed=seed), FeatureSet.from_schema(schema), roles(schema)["label"],
+                          roles(schema)["time"], settings, work)
+    model.save(work / "model.keras")
     manifest = {"version": new_version(), "created_at": "2026-01-01T00:00:00+00:00", "schema": schema_id(schema),
-                **trained.fields, "training": {"sources": {"test": True}}, "libraries": library_versions()}
+                "model": {"kind": "dense_autoencoder", "hidden": settings.hidden, "file": "model.keras"},
+                **fields, "training": {"sources": {"test": True}}, "libraries": library_versions()}
     return registry.manifest(registry.publish(MODEL, work, manifest))
 
 
 @pytest.fixture(scope="session")
 def point_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict, dict]:
-    """(store, champion manifest, challenger manifest) of model ``telemetry``: two versions that each
-    read one reading (``--context point``, what SQL sessions call), trained with different seeds."""
+    """(store, champion manifest, challenger manifest) of model ``telemetry``: two versions (each reads
+    one reading, what SQL sessions call), trained with different seeds."""
     store = tmp_path_factory.mktemp("sql-models")
     registry = ModelRegistry(str(store))
     champion = _publish(registry, tmp_path_factory.mktemp("train-1"), seed=7, epochs=12)

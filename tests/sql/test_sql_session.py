@@ -96,8 +96,6 @@ def test_model_arguments_come_from_the_manifest_in_its_order():
     inputs = catalog.model_inputs_sql(_manifest(features=["b", "a"]))
     assert [(i.name, i.type, i.expression) for i in inputs] == [("b", "DOUBLE", "`b`"), ("a", "DOUBLE", "`a`")]
     assert catalog.anomaly_call("ANOMALY_T", _manifest(features=["b", "a"])) == "ANOMALY_T(`b`, `a`)"
-    with pytest.raises(catalog.UnsupportedModel, match="reads the last 8 readings of each entity"):
-        catalog.model_inputs_sql(_manifest(window=8))
 
 
 def test_every_alias_of_every_model_becomes_a_function(point_models, tmp_path):
@@ -119,26 +117,6 @@ def test_every_alias_of_every_model_becomes_a_function(point_models, tmp_path):
     assert function.result.startswith("ROW<`score` DOUBLE, `is_anomaly` BOOLEAN, `model_version` STRING")
     view = catalog.models_view(found)
     assert "'ANOMALY_TELEMETRY_CHALLENGER', 'telemetry@challenger', 'telemetry@2'" in view
-
-
-def test_a_windowed_model_in_the_registry_is_left_out_with_a_note(point_models, tmp_path):
-    store, champion, _ = point_models
-    windowed = tmp_path / "store"
-    shutil.copytree(store, windowed)
-    registry = ModelRegistry(str(windowed))
-    version = registry.state("telemetry").versions[1]
-    manifest_path = windowed / "telemetry" / "artifacts" / version.artifact / "manifest.json"
-    import json
-
-    data = json.loads(manifest_path.read_text())
-    data["features"]["window"] = 8
-    manifest_path.write_text(json.dumps(data))
-    notes: list[str] = []
-    found = catalog.model_functions(registry, skipped=notes)
-    assert [m.function for m in found] == ["ANOMALY_TELEMETRY_CHALLENGER"]
-    assert notes and "telemetry@champion" in notes[0]
-    with pytest.raises(catalog.UnsupportedModel):
-        catalog.model_functions(registry, ["telemetry@champion"])
 
 
 def test_the_jar_holds_a_class_and_the_pickled_function_per_name(tmp_path):
