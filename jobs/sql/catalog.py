@@ -463,23 +463,44 @@ def scored_expressions(out: Outputs) -> list[str]:
     return [_cast(special.get(c.name, quote(c.name)), c) for c in out.scored.columns]
 
 
-def alert_expressions(out: Outputs) -> list[str]:
-    """The alert of one anomalous reading, over ``job.scored_rows``: an alarm episode of that one
-    reading (``episode_id`` = entity pseudonym, partition and offset of the reading; ``status`` open).
+def _reading_row(column: Any, values: dict[str, str]) -> str:
+    """One element of an ARRAY<ROW<...>> column of the contract (``readings``): each field of the
+    contract's row type from ``values`` by name (NULL for a field this does not know)."""
+    element = column.type.element_type
+    fields = [(f.name, sql_type(f.data_type)) for f in element.fields]
+    row = "ROW<" + ", ".join(f"{quote(n)} {t}" for n, t in fields) + ">"
+    parts = ", ".join(f"CAST({values.get(n, 'NULL')} AS {t})" for n, t in fields)
+    return f"ARRAY[CAST(ROW({parts}) AS {row})]"
 
-    The Table job's episodes with hysteresis (udfs/alert_rules.Hysteresis) keep per-entity state in a
-    keyed Python function, which Flink SQL cannot call: a column this does not know is NULL, so the
-    alert still has exactly the contract's columns."""
+
+def alert_expressions(out: Outputs) -> list[str]:
+    """The alert of one anomalous reading, over ``job.scored_rows``: one expression per column of
+    the contract's alert record (connectors/records.py), in its order.
+
+    A column named like a scored column takes the reading's value; the episode columns that the
+    contract has are those of an episode of that one reading (``anomalies`` 1, first and last event
+    time the reading's, ``max_score`` its score, ``readings`` the one reading; where the contract
+    has them, ``episode_id`` = pseudonym:partition:offset and ``status`` 'open'). The Table job's
+    episodes with hysteresis (udfs/alert_rules.Hysteresis) keep per-entity state in a keyed Python
+    function, which Flink SQL cannot call: a column this does not know is NULL, so the alert still
+    has exactly the contract's columns."""
     t = quote(out.time) if out.time else "CAST(NULL AS TIMESTAMP(3))"
     label = quote(out.label) if out.label else "CAST(NULL AS STRING)"
-    reading = (f"CAST(ROW({t}, `score`, `source_partition`, `source_offset`, {label}) AS "
-               "ROW<event_time TIMESTAMP(3), score DOUBLE, source_partition INT, source_offset BIGINT, label STRING>)")
-    known = {out.entity, out.time, out.label, "score", "model_version", "source_partition", "source_offset"}
+    known = set(out.scored.names)
+    per_reading = {"event_time": t, "score": "`score`", "source_partition": "`source_partition`",
+                   "source_offset": "`source_offset`", "label": label}
     special = {"episode_id": f"CONCAT({quote(out.entity)}, ':', CAST(`source_partition` AS STRING), ':', "
                              f"CAST(`source_offset` AS STRING))",
                "status": "'open'", "anomalies": "1", "window_seconds": "0.0", "first_event_time": t,
-               "last_event_time": t, "max_score": "`score`", "readings": f"ARRAY[{reading}]"}
-    return [_cast(special.get(c.name, quote(c.name) if c.name in known else "NULL"), c) for c in out.alerts.columns]
+               "last_event_time": t, "max_score": "`score`"}
+    expressions = []
+    for c in out.alerts.columns:
+        if c.name == "readings":
+            expression = _reading_row(c, per_reading)
+        else:
+            expression = special.get(c.name, quote(c.name) if c.name in known else "NULL")
+        expressions.append(_cast(expression, c))
+    return expressions
 
 
 def dead_letter_expressions(out: Outputs, topic: str) -> list[str]:

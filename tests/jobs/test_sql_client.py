@@ -75,6 +75,32 @@ def test_the_job_session_writes_each_output_exactly_as_the_contract():
     assert "'connector' = 'blackhole'" in tier  # --tier none
 
 
+def test_alert_rows_follow_the_alert_contract_whatever_its_columns():
+    """The alert view is generated from connectors/records.py: a contract with other columns (the
+    episode events of a newer contract) gets exactly those columns, unknown ones NULL."""
+    import dataclasses
+
+    from pyflink.table import DataTypes
+
+    from connectors.records import Column
+    from jobs.sql import catalog
+
+    out = outputs(load_schema())
+    extra = (Column("episode_id", DataTypes.STRING()), Column("status", DataTypes.STRING()),
+             Column("ended_at", DataTypes.TIMESTAMP(3)))
+    changed = dataclasses.replace(out, alerts=dataclasses.replace(out.alerts, columns=out.alerts.columns + extra))
+    expressions = catalog.alert_expressions(changed)
+    assert [re.search(r" AS `(\w+)`$", e).group(1) for e in expressions] == changed.alerts.names
+    by_name = dict(zip(changed.alerts.names, expressions))
+    assert by_name["status"] == "CAST('open' AS STRING) AS `status`"
+    assert by_name["ended_at"] == "CAST(NULL AS TIMESTAMP(3)) AS `ended_at`"
+    assert by_name["episode_id"].startswith("CAST(CONCAT(`vehicle_id_pseudonym`, ':'")
+    # the readings' row type is the contract's, field by field
+    assert "ROW<`event_time` TIMESTAMP(3), `score` DOUBLE, `source_partition` INT, `source_offset` BIGINT, " \
+           "`label` STRING>" in by_name["readings"]
+    assert "CAST(`failure_label` AS STRING)) AS ROW<" in by_name["readings"]
+
+
 def test_the_script_gets_the_plans_topics_and_model():
     plan = _plan(scored_topic="it's.scored")
     values = run_sql.placeholders(run_sql.RunSqlOptions(input_topic="t", define={"X": "1"}), plan)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -212,6 +211,29 @@ def fleet(kafka_bootstrap):
 
 def _call(function: str, manifest: dict) -> str:
     return catalog.anomaly_call(function, manifest)
+
+
+@pytest.mark.kafka
+def test_vigil_sql_init_only_writes_the_session_and_prints_the_client_command(fleet, point_models, kafka_bootstrap,
+                                                                             monkeypatch, capsys):
+    """`vigil sql` is one command: the session's init script and jar are generated from the broker's
+    schema store and the registry; --init-only prints the sql-client.sh line instead of starting it."""
+    store, champion, _ = point_models
+    monkeypatch.setenv("VIGIL_FLINK_REST_PORT", "1")  # nothing is started: no cluster needed
+    code = sql_session.main(["--init-only", "--topic", fleet.topic, "--model-store", store,
+                             "--bootstrap-servers", kafka_bootstrap])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "1 topic(s) as tables" in printed.err and "2 model function(s)" in printed.err
+    command = printed.out.strip().splitlines()[-1]
+    init = Path(re.search(r" -i (\S+/init\.sql)", command).group(1))
+    assert "sql-client.sh" in command and init.is_file() and oct(init.stat().st_mode & 0o777) == "0o600"
+    text = init.read_text()
+    assert f"CREATE VIEW `vigil`.`topics`.`{fleet.topic}` AS" in text
+    assert "CREATE FUNCTION `vigil`.`topics`.ANOMALY_TELEMETRY AS 'dev.vigil.sql.fn.ANOMALY_TELEMETRY'" in text
+    assert "CREATE FUNCTION `vigil`.`topics`.ANOMALY_TELEMETRY_CHALLENGER AS" in text
+    assert "USE CATALOG `vigil`" in text
+    assert (init.parent / "functions.jar").is_file()
 
 
 @pytest.mark.flink
