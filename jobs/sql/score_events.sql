@@ -12,7 +12,8 @@
 --   job.scored_rows        every record that decoded, passed the expectation suite and got a score,
 --                          as the scored record: pseudonymised entity id, the schema's derived
 --                          features, score, is_anomaly, model_version, source partition and offset
---   job.alert_rows         the anomalous ones, as the Table job's per-reading alerts
+--   job.alert_rows         one alert per anomalous reading, with the contract's alert columns (the
+--                          Table job groups anomalies into episodes with hysteresis; SQL does not)
 --   job.dead_letter_rows   every other record, with its reason and its original bytes sealed
 --   job.tier_rows          the scored records with their dt/hr partition
 --   job.scored, job.alerts, job.dlq   exactly-once Kafka sinks of the contract's columns (JSON)

@@ -268,14 +268,17 @@ def test_several_named_models_score_in_one_session(flink_cluster, fleet, point_m
                                                    monkeypatch, tmp_path):
     store, champion, challenger = point_models
     refs = ["telemetry@champion", "telemetry@challenger", "telemetry@1"]
+    # arguments bound by name, in reverse order: the same call as the positional one
+    by_name = "ANOMALY_TELEMETRY(" + ", ".join(f"{f} => `{f}`" for f in reversed(champion["features"]["names"])) + ")"
     code, out, err = _vigil_sql(
         flink_cluster, monkeypatch,
         ["--topic", fleet.topic, "--bounded", "--model-store", store, "--bootstrap-servers", kafka_bootstrap,
          *[a for r in refs for a in ("--model", r)]], f"""
 SELECT `function`, `model`, `version` FROM model_functions;
-SELECT a.model_version AS a, b.model_version AS b, c.model_version AS c, a.score AS sa, b.score AS sb, c.score AS sc
+SELECT a.model_version AS a, b.model_version AS b, c.model_version AS c, a.score AS sa, b.score AS sb, c.score AS sc,
+       d.score AS sd
 FROM (SELECT {_call('ANOMALY_TELEMETRY', champion)} AS a, {_call('ANOMALY_TELEMETRY_CHALLENGER', challenger)} AS b,
-             {_call('ANOMALY_TELEMETRY_V1', champion)} AS c
+             {_call('ANOMALY_TELEMETRY_V1', champion)} AS c, {by_name} AS d
       FROM `{fleet.topic}` WHERE error IS NULL);
 """, tmp_path)
     assert code == 0, err
@@ -287,6 +290,7 @@ FROM (SELECT {_call('ANOMALY_TELEMETRY', champion)} AS a, {_call('ANOMALY_TELEME
     assert len(scored) == len(fleet.records)
     assert {(r["a"], r["b"], r["c"]) for r in scored} == {("telemetry@1", "telemetry@2", "telemetry@1")}
     assert all(r["sa"] == r["sc"] for r in scored)  # the champion is version 1
+    assert all(r["sa"] == r["sd"] for r in scored)  # named arguments reach the model in its order
     assert sum(r["sa"] != r["sb"] for r in scored) > len(scored) // 2
 
 
