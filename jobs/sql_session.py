@@ -12,6 +12,8 @@ Nothing to declare by hand (docs/sql.md is the cookbook). In catalog ``vigil``:
   ``.dlq`` (and ``.tier`` with a tier): the scoring jobs' outputs, readable and writable;
 * ``ANOMALY_<MODEL>[_<ALIAS>|_V<N>](<features>)``: one function per model reference of the
   registry (``--model`` to choose), typed with the model's features (``DESCRIBE FUNCTION EXTENDED``);
+  ``ANOMALY('name@alias', <features>)``: the same models behind one function, the model named by
+  its first argument (checked at planning time against that model's features);
   ``SELECT * FROM model_functions`` lists them; ``PSEUDONYM(id)`` pseudonymises a raw id.
 
 ``--bounded``: every topic table ends at the offsets that were latest when the session started

@@ -23,7 +23,10 @@ Catalog ``vigil`` (a generic in-memory catalog; current catalog of the session),
   ``ANOMALY_<MODEL>_V<N>`` for versions asked for with ``--model name@N``: one per model reference,
   typed and named after the model's features (``DESCRIBE FUNCTION``), returning
   ``ROW<score DOUBLE, is_anomaly BOOLEAN, model_version STRING>``; an alias is followed (a
-  promotion is hot-swapped in). ``PSEUDONYM(id)``: the keyed pseudonym of a raw id (for joins).
+  promotion is hot-swapped in). ``ANOMALY('name@alias', <features>)``: every one of those model
+  references behind one function, the model named by its first argument (a string literal; the
+  planner checks the rest against that model's features: jobs/sql/java ModelAnomalyFunction).
+  ``PSEUDONYM(id)``: the keyed pseudonym of a raw id (for joins).
 
 Database ``raw``: the Kafka tables of raw bytes behind the views and their decode/validate functions.
 
@@ -201,6 +204,31 @@ def anomaly_function(name: str, model_store: str, ref: str, manifest: dict[str, 
                        fallback=manifest.get("number"), refresh_seconds=refresh_seconds, s3=s3)
     return SqlFunction(name, tuple((i.name, i.type) for i in inputs), sql_type(RESULT_TYPE), udf, deterministic=False,
                        doc=f"{ref}: reconstruction error of the autoencoder; higher is more anomalous")
+
+
+MODEL_ANOMALY_CLASS = "dev.vigil.sql.ModelAnomalyFunction"
+MODEL_ANOMALY = "ANOMALY"
+
+
+def model_anomaly_function(models: Sequence[ModelFunction], model_store: str, *, s3: Any = None,
+                           refresh_seconds: float | None = None) -> SqlFunction:
+    """``ANOMALY('name@alias', features...)``: every model reference of the session behind one function.
+
+    The planner checks a call against the model its first argument (a string literal) names: its
+    features, in :func:`model_inputs_sql` order (jobs/sql/java ModelAnomalyFunction)."""
+    from udfs.anomaly_score import AnomalyScore, NamedModelsScore
+
+    scorers = {}
+    extra = [("models", "\t".join(m.ref for m in models))]
+    for i, m in enumerate(models):
+        inputs = model_inputs_sql(m.manifest)
+        scorers[m.ref] = AnomalyScore(model_store, m.ref, features=[x.name for x in inputs],
+                                      schema=m.manifest.get("schema"), fallback=m.manifest.get("number"),
+                                      refresh_seconds=refresh_seconds, s3=s3)
+        extra.append((f"features.{i}", "\t".join(x.name for x in inputs)))
+    return SqlFunction(MODEL_ANOMALY, (("model", "STRING"),), sql_type(RESULT_TYPE), NamedModelsScore(scorers),
+                       deterministic=False, base=MODEL_ANOMALY_CLASS, extra=tuple(extra),
+                       doc="ANOMALY('name@alias', features...): the model named by its first argument")
 
 
 def pseudonym_function(secret_file: str | None) -> SqlFunction:
@@ -434,7 +462,7 @@ def build_session(s: SessionSettings, topics: dict[str, dict[str, Any]], models:
         f"CREATE CATALOG {quote(CATALOG)} WITH ('type' = 'generic_in_memory', 'default-database' = {literal(TOPICS_DB)})",
         f"CREATE DATABASE {quote(CATALOG)}.{quote(RAW_DB)}",
     ]
-    taken: set[str] = {"PSEUDONYM", "SEAL"}
+    taken: set[str] = {"PSEUDONYM", "SEAL", MODEL_ANOMALY}
     for topic, schema in topics.items():
         if existing is not None and topic not in existing:
             continue
@@ -444,6 +472,9 @@ def build_session(s: SessionSettings, topics: dict[str, dict[str, Any]], models:
         session.add_function(anomaly_function(model.function, s.model_store, model.ref, model.manifest, s3=s.s3,
                                               refresh_seconds=s.model_refresh_seconds), TOPICS_DB)
         session.models.append(model)
+    if models:
+        session.add_function(model_anomaly_function(models, s.model_store, s3=s.s3,
+                                                    refresh_seconds=s.model_refresh_seconds), TOPICS_DB)
     session.add_function(pseudonym_function(s.secret_file), TOPICS_DB)
     session.statements.append(models_view(models))
     session.statements.append(f"USE CATALOG {quote(CATALOG)}")

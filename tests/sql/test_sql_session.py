@@ -137,6 +137,25 @@ def test_the_jar_holds_a_class_and_the_pickled_function_per_name(tmp_path):
     assert oct(jar.stat().st_mode & 0o777) == "0o600"
 
 
+def test_the_session_wide_anomaly_lists_every_model_and_its_features(tmp_path):
+    models = [catalog.ModelFunction("ANOMALY_T", "t@champion", _manifest("t@1", ["a", "b"])),
+              catalog.ModelFunction("ANOMALY_T_V2", "t@2", _manifest("t@2", ["c"]))]
+    session = catalog.build_session(_settings(), {}, models)
+    (function,) = [f for f in session.functions if f.name == "ANOMALY"]
+    assert function.base == "dev.vigil.sql.ModelAnomalyFunction"
+    assert dict(function.extra) == {"models": "t@champion\tt@2", "features.0": "a\tb", "features.1": "c"}
+    assert sorted(function.udf.scorers) == ["t@2", "t@champion"]
+    assert function.udf.scorers["t@2"].handle.features == ["c"]
+    jar = functions.build_jar(session.functions, tmp_path / "f.jar", VigilSettings.load().flink_home / "lib",
+                              tmp_path / "classes")
+    with zipfile.ZipFile(jar) as z:
+        assert "dev/vigil/sql/fn/ANOMALY.class" in z.namelist()
+        spec = z.read("dev/vigil/sql/functions/ANOMALY.properties").decode()
+    assert "models=t@champion\\tt@2\n" in spec and "features.0=a\\tb\n" in spec
+    # no model, no ANOMALY
+    assert not any(f.name == "ANOMALY" for f in catalog.build_session(_settings(), {}, []).functions)
+
+
 def test_properties_escaping_keeps_tabs_equals_and_unicode():
     text = functions._properties_escape("a\tb=c:d é\\")
     assert text == "a\\tb\\=c\\:d \\u00e9\\\\"
@@ -213,6 +232,11 @@ def _call(function: str, manifest: dict) -> str:
     return catalog.anomaly_call(function, manifest)
 
 
+def _ref_call(ref: str, manifest: dict) -> str:
+    """``ANOMALY('name@alias', `f1`, ...)``: the session-wide function, the model named by its first argument."""
+    return f"ANOMALY('{ref}', " + ", ".join(f"`{f}`" for f in manifest["features"]["names"]) + ")"
+
+
 @pytest.mark.kafka
 def test_vigil_sql_init_only_writes_the_session_and_prints_the_client_command(fleet, point_models, kafka_bootstrap,
                                                                              monkeypatch, capsys):
@@ -276,9 +300,10 @@ def test_several_named_models_score_in_one_session(flink_cluster, fleet, point_m
          *[a for r in refs for a in ("--model", r)]], f"""
 SELECT `function`, `model`, `version` FROM model_functions;
 SELECT a.model_version AS a, b.model_version AS b, c.model_version AS c, a.score AS sa, b.score AS sb, c.score AS sc,
-       d.score AS sd
+       d.score AS sd, e.model_version AS e, e.score AS se, f.score AS sf
 FROM (SELECT {_call('ANOMALY_TELEMETRY', champion)} AS a, {_call('ANOMALY_TELEMETRY_CHALLENGER', challenger)} AS b,
-             {_call('ANOMALY_TELEMETRY_V1', champion)} AS c, {by_name} AS d
+             {_call('ANOMALY_TELEMETRY_V1', champion)} AS c, {by_name} AS d,
+             {_ref_call('telemetry@challenger', challenger)} AS e, {_ref_call('telemetry@champion', champion)} AS f
       FROM `{fleet.topic}` WHERE error IS NULL);
 """, tmp_path)
     assert code == 0, err
@@ -291,6 +316,9 @@ FROM (SELECT {_call('ANOMALY_TELEMETRY', champion)} AS a, {_call('ANOMALY_TELEME
     assert {(r["a"], r["b"], r["c"]) for r in scored} == {("telemetry@1", "telemetry@2", "telemetry@1")}
     assert all(r["sa"] == r["sc"] for r in scored)  # the champion is version 1
     assert all(r["sa"] == r["sd"] for r in scored)  # named arguments reach the model in its order
+    # ANOMALY('name@alias', ...): the model its first argument names, in the same query
+    assert {r["e"] for r in scored} == {"telemetry@2"}
+    assert all(r["se"] == r["sb"] and r["sf"] == r["sa"] for r in scored)
     assert sum(r["sa"] != r["sb"] for r in scored) > len(scored) // 2
 
 
@@ -318,6 +346,29 @@ def test_a_wrong_argument_list_is_refused_at_planning_naming_the_features(flink_
     assert "Invalid argument type at position 0. Data type DOUBLE expected but STRING passed." in line
     assert "Expected signatures are:" in line
     assert "ANOMALY_TELEMETRY(" + ", ".join(f"{f} => DOUBLE" for f in features) + ")" in line
+    # ANOMALY('name@alias', ...) with too few features: refused, naming the model's features in order
+    code, out, err = _vigil_sql(flink_cluster, monkeypatch, args,
+                                f"SELECT ANOMALY('telemetry@champion', speed_kmh, engine_rpm) FROM `{fleet.topic}`;\n",
+                                tmp_path)
+    assert code == 1
+    (line,) = [e for e in err.splitlines() if e.startswith("error:")]
+    assert f"ANOMALY('telemetry@champion', ...) takes the model's {len(features)} features" in line
+    assert "ANOMALY('telemetry@champion', " + ", ".join(features) + ")" in line
+    assert "got 2 argument(s) after the model" in line
+    # a reference the session does not have: refused, naming the session's models
+    code, out, err = _vigil_sql(flink_cluster, monkeypatch, args,
+                                f"SELECT {_ref_call('telemetry@nightly', champion)} FROM `{fleet.topic}`;\n", tmp_path)
+    assert code == 1
+    (line,) = [e for e in err.splitlines() if e.startswith("error:")]
+    assert "ANOMALY: no model 'telemetry@nightly' in this session" in line
+    assert "'telemetry@champion'" in line and "'telemetry@challenger'" in line
+    # a text column where the model reads a number
+    wrong = _ref_call("telemetry@champion", champion).replace("`speed_kmh`", "firmware_version")
+    code, out, err = _vigil_sql(flink_cluster, monkeypatch, args, f"SELECT {wrong} FROM `{fleet.topic}`;\n", tmp_path)
+    assert code == 1
+    (line,) = [e for e in err.splitlines() if e.startswith("error:")]
+    position = features.index("speed_kmh") + 1
+    assert f"argument {position} is feature speed_kmh, a number; got STRING" in line
     # constants only: a Python worker would get no column to read them from
     code, out, err = _vigil_sql(flink_cluster, monkeypatch, args,
                                 f"SELECT * FROM `{fleet.topic}` WHERE vehicle_id_pseudonym = PSEUDONYM('veh-0001');\n",

@@ -67,7 +67,7 @@ public class NamedPythonFunction extends PythonScalarFunction {
         return text == null || text.isEmpty() ? new String[0] : text.split("\t", -1);
     }
 
-    private static Properties load(String id) {
+    static Properties load(String id) {
         String path = "/dev/vigil/sql/functions/" + id + ".properties";
         try (InputStream in = NamedPythonFunction.class.getResourceAsStream(path)) {
             if (in == null) {
