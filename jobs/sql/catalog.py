@@ -54,7 +54,16 @@ CATALOG = "vigil"
 TOPICS_DB = "topics"
 RAW_DB = "raw"
 JOB_DB = "job"
-WATERMARK_DELAY = "5"  # seconds of out-of-orderness the session's time attributes allow
+# How far behind the latest event time a partition has delivered its watermark lags. Unbounded:
+# 5 s, so windows close soon (a record more than 5 s older than its partition's latest is late).
+# Bounded: a year, so no record is late; the end of the input closes every window. (A scoring
+# job's outputs are not in event-time order within a partition: it writes whole input batches.)
+WATERMARK_DELAY = "INTERVAL '5' SECOND"
+BOUNDED_WATERMARK_DELAY = "INTERVAL '365' DAY(3)"
+
+
+def watermark_delay(bounded: bool) -> str:
+    return BOUNDED_WATERMARK_DELAY if bounded else WATERMARK_DELAY
 COMPANIONS = ("scored", "alerts", "dlq")
 MODELS_VIEW = "model_functions"  # (``models`` is a reserved word of Flink SQL)
 
@@ -267,7 +276,7 @@ def raw_source_options(topic: str, bootstrap: str, *, group_id: str, start: Star
     return options
 
 
-def raw_table(name: str, options: dict[str, str]) -> str:
+def raw_table(name: str, options: dict[str, str], delay: str = WATERMARK_DELAY) -> str:
     return (f"CREATE TABLE {name} (\n"
             "  `record_key` BYTES,\n"
             "  `payload` BYTES,\n"
@@ -275,7 +284,7 @@ def raw_table(name: str, options: dict[str, str]) -> str:
             "  `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL,\n"
             "  `kafka_timestamp` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,\n"
             "  `kafka_headers` MAP<STRING, BYTES> METADATA FROM 'headers' VIRTUAL,\n"
-            f"  WATERMARK FOR `kafka_timestamp` AS `kafka_timestamp` - INTERVAL '{WATERMARK_DELAY}' SECOND\n"
+            f"  WATERMARK FOR `kafka_timestamp` AS `kafka_timestamp` - {delay}\n"
             f") {with_options(options)}")
 
 
@@ -307,7 +316,7 @@ def decoded_select(schema: dict[str, Any], source: str, decode: str, validate: t
 
 def json_table(name: str, contract: Contract, topic: str, bootstrap: str, *, time_col: str | None,
                group_id: str, transactional_prefix: str, start: StartPosition | None = None,
-               bounded: bool = False, metadata: bool = True) -> str:
+               bounded: bool = False, metadata: bool = True, delay: str = WATERMARK_DELAY) -> str:
     """A Kafka table of JSON records shaped as ``contract``: readable, and writable exactly-once."""
     columns = [f"  {quote(c.name)} {sql_type(c.type)}" for c in contract.columns]
     if metadata:
@@ -315,7 +324,7 @@ def json_table(name: str, contract: Contract, topic: str, bootstrap: str, *, tim
                     "  `kafka_offset` BIGINT METADATA FROM 'offset' VIRTUAL",
                     "  `kafka_timestamp` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL"]
     if time_col:
-        columns.append(f"  WATERMARK FOR {quote(time_col)} AS {quote(time_col)} - INTERVAL '{WATERMARK_DELAY}' SECOND")
+        columns.append(f"  WATERMARK FOR {quote(time_col)} AS {quote(time_col)} - {delay}")
     options = {"connector": "kafka", "topic": topic, "properties.bootstrap.servers": bootstrap}
     if contract.key:
         options.update({"key.format": "raw", "key.fields": contract.key, "value.fields-include": "ALL"})
@@ -401,9 +410,12 @@ def settings_statements(s: SessionSettings) -> list[str]:
            f"SET 'python.client.executable' = {literal(s.python)}",
            # A view that several INSERTs of one statement set read (the scoring job's outputs) is
            # optimised once and its Python calls run once, as the Table job's DataStream boundary does.
-           "SET 'table.optimizer.reuse-optimize-block-with-digest-enabled' = 'true'",
-           # A partition that gets no records for a while does not hold the windows of the others back.
-           "SET 'table.exec.source.idle-timeout' = '10 s'"]
+           "SET 'table.optimizer.reuse-optimize-block-with-digest-enabled' = 'true'"]
+    if not s.bounded:
+        # Unbounded: a partition that gets no records for a while does not hold the windows of the
+        # others back. Not when bounded: there the end of input closes every window, and a partition
+        # marked idle while it was only slow (a busy machine) would have its records dropped as late.
+        out.append("SET 'table.exec.source.idle-timeout' = '10 s'")
     if s.restart_attempts is not None:
         # A query that fails (a Python worker raising) fails after a few tries instead of restarting
         # for ever with the client showing nothing.
@@ -424,7 +436,7 @@ def topic_objects(session: Session, s: SessionSettings, topic: str, schema: dict
     raw = f"{quote(CATALOG)}.{quote(RAW_DB)}.{quote(topic)}"
     group = f"vigil-sql-{s.session_id}"
     session.statements.append(raw_table(raw, raw_source_options(topic, s.bootstrap_servers, group_id=group,
-                                                                 bounded=s.bounded)))
+                                                                 bounded=s.bounded), watermark_delay(s.bounded)))
     decode = session.add_function(decode_function(unique_name(f"DECODE_{base}", taken, topic), schema, s.secret_file),
                                   RAW_DB)
     validate = None
@@ -442,7 +454,8 @@ def topic_objects(session: Session, s: SessionSettings, topic: str, schema: dict
         time_col = "source_timestamp" if name == "dlq" else out.time
         session.statements.append(json_table(
             f"{quote(CATALOG)}.{quote(TOPICS_DB)}.{quote(table)}", contract, table, s.bootstrap_servers,
-            time_col=time_col, group_id=group, transactional_prefix=f"{group}-{table}", bounded=s.bounded))
+            time_col=time_col, group_id=group, transactional_prefix=f"{group}-{table}", bounded=s.bounded,
+            delay=watermark_delay(s.bounded)))
         session.tables.append(table)
     if s.tier and f"{topic}.tier" not in registered:
         session.statements.append(tier_table(f"{quote(CATALOG)}.{quote(TOPICS_DB)}.{quote(topic + '.tier')}",

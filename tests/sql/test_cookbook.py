@@ -118,7 +118,7 @@ def test_every_cookbook_query_answers_from_the_topics_outputs(scored, flink_clus
     assert {r["stage"]: int(r["records"]) for r in stages} == fleet.stages
 
     # 3. ad-hoc scoring with the champion; then champion and challenger in one query
-    adhoc, side_by_side = results("3.")
+    adhoc, side_by_side, by_ref = results("3.")
     assert len(adhoc) == n and {r["model_version"] for r in adhoc} == {"telemetry@1"}
     threshold = float(champion["threshold"])
     assert all((r["is_anomaly"] == "TRUE") == (float(r["score"]) > threshold) for r in adhoc)
@@ -131,6 +131,10 @@ def test_every_cookbook_query_answers_from_the_topics_outputs(scored, flink_clus
     assert len(side_by_side) == n
     assert {(r["champion"], r["challenger"]) for r in side_by_side} == {("telemetry@1", "telemetry@2")}
     assert sum(r["champion_score"] != r["challenger_score"] for r in side_by_side) > n // 2
+    # ANOMALY('telemetry@challenger', ...): the challenger's scores
+    challenger_scores = {(r["vehicle_id_pseudonym"], r["event_time"]): r["challenger_score"] for r in side_by_side}
+    assert len(by_ref) == n and {r["model_version"] for r in by_ref} == {"telemetry@2"}
+    assert all(r["score"] == challenger_scores[(r["vehicle_id_pseudonym"], r["event_time"])] for r in by_ref)
 
     # 5. windows: every scored reading in one tumbling window, and in four hopping ones
     tumble, hop = results("5.")

@@ -56,6 +56,26 @@ def test_topic_view_has_the_decoded_columns_then_error_and_kafka_metadata():
     assert session.tables == ["telemetry"]
 
 
+def test_idle_partitions_release_windows_only_in_unbounded_sessions():
+    idle = "SET 'table.exec.source.idle-timeout' = '10 s'"
+    assert idle in catalog.build_session(_settings(), {}, []).statements
+    # bounded: the end of input closes every window; a slow partition marked idle would lose records
+    assert idle not in catalog.build_session(_settings(bounded=True), {}, []).statements
+
+
+def test_bounded_sessions_watermark_so_that_no_record_is_late():
+    """A scoring job's outputs are not in event-time order within a partition; a bounded session's
+    windows see every record (the end of input closes them), an unbounded one's close 5 s behind."""
+    schema = load_schema()
+    existing = {"t", "t.scored", "t.alerts", "t.dlq"}
+    for bounded, delay in ((False, "INTERVAL '5' SECOND"), (True, "INTERVAL '365' DAY(3)")):
+        session = catalog.build_session(_settings(bounded=bounded), {"t": schema}, [], existing=existing)
+        scored = next(s for s in session.statements if s.startswith("CREATE TABLE `vigil`.`topics`.`t.scored`"))
+        raw = next(s for s in session.statements if s.startswith("CREATE TABLE `vigil`.`raw`.`t`"))
+        assert f"WATERMARK FOR `event_time` AS `event_time` - {delay}" in scored
+        assert f"WATERMARK FOR `kafka_timestamp` AS `kafka_timestamp` - {delay}" in raw
+
+
 def test_companion_tables_are_the_contract_and_write_exactly_once():
     schema = load_schema()
     existing = {"t", "t.scored", "t.alerts", "t.dlq"}
