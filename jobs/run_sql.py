@@ -1,39 +1,42 @@
-"""Run a Flink SQL script from jobs/sql/ on the local standalone cluster.
+"""Score a topic in Flink SQL on the local standalone cluster, with the Table job's guarantees.
 
-    python -m jobs.run_sql jobs/sql/score_events.sql --telemetry-topic telemetry \
-        --scored-topic telemetry.scored.sql [--model-store file:///path/to/models] [--bounded] [--wait]
+    vigil score sql --input telemetry [--model telemetry@champion] [--bounded] [--wait]
+    vigil score sql my_scoring.sql --input telemetry --define THRESHOLD=0.9
 
-The script is a plain ``sql-client.sh -f`` file with ``${NAME}`` placeholders (see the header of
-jobs/sql/score_events.sql). This command looks the telemetry topic's Avro schema up in the schema
-store and the model's feature list in the model store, fills the placeholders in (column lists
-from the schema, the scored record's columns and values from the record contract in
-connectors/records.py), writes the result to ``<home>/sql/<script>-<scored topic>.rendered.sql``,
-creates the output topic and submits the script with ``sql-client.sh``. It prints the job id;
---wait then waits for a --bounded job to finish. The cluster must be running
+The script (default: jobs/sql/score_events.sql) is a plain ``sql-client.sh -f`` file with
+``${NAME}`` placeholders (``INPUT_TOPIC``, ``SCORED_TOPIC``, ``ALERTS_TOPIC``, ``DLQ_TOPIC``,
+``MODEL``, ``BOOTSTRAP_SERVERS``, ``KAFKA_CONNECTION`` for a Kafka table of its own, and each
+``--define NAME=VALUE``). It runs after an init script that declares the
+session's catalog (every topic as a table, jobs/sql/catalog.py) and database ``job``: the input
+topic's source, views that produce each output of the record contract exactly as the Table job
+(decode + pseudonymise, the expectation suite, ANOMALY, routing to scored / alerts / dead letters)
+and their exactly-once sinks. The options are the Table job's (``vigil score table --help``):
+the same checks run before anything is submitted, and the outputs default to the same topics.
+
+The command prints the job id. ``--wait`` waits for the job (use with ``--bounded``); a job that
+fails is reported in one line, with the Python error when a Python worker raised it. A statement
+the planner refuses is reported in one line and submits nothing. The cluster must be running
 (``python -m stack cluster up``).
 """
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from connectors import flink_kafka, schema_store
-from connectors.errors import ConnectorError, SchemaError
-from connectors.flink_kafka import sql_type
-from connectors.kafka_io import DEFAULT_PARTITIONS, check_broker, create_topic
-from connectors.model_registry import ModelRef, ModelRegistry
+from connectors.errors import ConnectorError
 from connectors.model_store import ModelStoreError
-from connectors.records import outputs
-from udfs.anomaly_score import REFRESH_SECONDS
-from stack.flink_cluster import FlinkClusterError, LocalFlinkCluster, parse_job_id
-from vigil.commands import Options, command, option
-from vigil.settings import VigilSettings, write_secret_file
+from jobs.core import scoring
+from jobs.sql import catalog, client
+from jobs.sql.functions import SqlFunctionError
+from stack.flink_cluster import FlinkClusterError, LocalFlinkCluster
+from vigil.commands import command, option
+from vigil.settings import PROJECT_ROOT, SettingsError, VigilSettings, write_secret_file
 
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+DEFAULT_SCRIPT = PROJECT_ROOT / "jobs" / "sql" / "score_events.sql"
+JOB = "score-events-sql"
 
 
 def _definition(text: str) -> dict[str, str]:
@@ -43,31 +46,15 @@ def _definition(text: str) -> dict[str, str]:
     return {name: value}
 
 
-class RunSqlOptions(Options):
-    """What to run, with which topics and model."""
+class RunSqlOptions(scoring.ScoreOptions):
+    """The scoring job's options, plus the script and waiting for the job."""
 
-    script: Path = option(..., "a .sql file with ${NAME} placeholders (jobs/sql/)", argument=True, metavar="SCRIPT")
-    telemetry_topic: str = option(..., "input topic (its schema must be registered)")
-    scored_topic: str = option(..., "output topic (created if missing)")
-    model: str | None = option(None, "model: name@alias (followed), name@N or name", show_default="<telemetry-topic>@champion")
-    model_refresh_seconds: float = option(REFRESH_SECONDS, "how often workers look where the alias points (0 = never)",
-                                          ge=0)
-    group_id: str | None = option(None, "Kafka consumer group", show_default="vigil-sql-<script>-<topic>")
-    bounded: bool = option(False, "stop at the offsets that were latest at submission")
-    wait: bool = option(False, "wait for the job to end (use with --bounded)")
+    script: Path = option(DEFAULT_SCRIPT, "a .sql file with ${NAME} placeholders", argument=True, metavar="[SCRIPT]",
+                          show_default="jobs/sql/score_events.sql")
+    wait: bool = option(False, "wait for the job to end (use with --bounded) and report how it ended")
     timeout: float = option(600.0, "seconds --wait waits", gt=0)
-    parallelism: int = option(1, "parallelism of the job", ge=1)
-    scored_partitions: int = option(DEFAULT_PARTITIONS, "partitions of the output topic if it is created", ge=1)
     define: dict[str, str] = option({}, "value for a further placeholder of the script, NAME=VALUE (repeatable)",
                                     parse=_definition, many=True, metavar="NAME=VALUE", show_default=False)
-
-    @property
-    def model_ref(self) -> ModelRef:
-        return ModelRef.parse(self.model or self.telemetry_topic)
-
-    @property
-    def consumer_group(self) -> str:
-        return self.group_id or f"vigil-sql-{self.script.stem}-{self.telemetry_topic}"
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -86,106 +73,32 @@ def _flink_escape(text: str, delimiters: str) -> str:
 
 def job_parameters(params: dict[str, str]) -> str:
     """``pipeline.global-job-parameters`` in Flink's map syntax (``k1:v1,k2:v2``), quoted where a key
-    or value holds ':' or ',' (model URIs such as file:// and s3:// do)."""
+    or value holds ':' or ',' (model URIs such as file:// and s3:// do): for a hand-written session
+    that registers ``udfs.anomaly_score.anomaly`` itself and configures it by job parameters."""
     entries = (_flink_escape(f"{_flink_escape(k, ':')}:{_flink_escape(str(v), ':')}", ",")
                for k, v in params.items())
     return ",".join(entries)
 
 
-def placeholders(options: RunSqlOptions, settings: VigilSettings, schema: dict[str, Any],
-                 manifest: dict[str, Any]) -> dict[str, str]:
-    """The values of every placeholder score_events.sql (and scripts like it) may use.
-
-    Raises SchemaError when the model needs a feature the topic does not have.
-    """
-    columns = flink_kafka.physical_columns(schema)
-    names = [name for name, _ in columns]
-    features = list(manifest["features"]["names"])
-    missing = [f for f in features if f not in names]
-    if missing:
-        raise SchemaError(f"model {manifest['version']} needs columns {missing} that topic "
-                          f"{options.telemetry_topic!r} does not have (its columns: {names})")
-    out = outputs(schema)
-    model_uri = settings.model_store
-    if "://" not in model_uri:  # the Python workers run elsewhere: a relative path would not resolve
-        model_uri = str(Path(model_uri).resolve())
-    params = {"vigil.model.uri": model_uri, "vigil.model.ref": str(options.model_ref),
-              "vigil.model.refresh-seconds": f"{options.model_refresh_seconds:g}"}
-    if settings.pseudonym.secret_file:
-        params["vigil.pseudonym.secret-file"] = str(Path(settings.pseudonym.secret_file).resolve())
-    if model_uri.startswith(("s3://", "s3a://")):  # the address only: workers read the keys themselves
-        params["vigil.s3.endpoint"] = settings.s3.endpoint
-    values = {
-        "TELEMETRY_TOPIC": options.telemetry_topic,
-        "SCORED_TOPIC": options.scored_topic,
-        "BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "GROUP_ID": options.consumer_group,
-        "TRANSACTIONAL_ID_PREFIX": f"{options.consumer_group}-{options.scored_topic}",
-        "SCAN_BOUNDED_MODE": "latest-offset" if options.bounded else "unbounded",
-        "PARALLELISM": str(options.parallelism),
-        "PYTHON_EXECUTABLE": sys.executable,
-        "MODEL_URI": model_uri,
-        "JOB_PARAMETERS": job_parameters(params),
-        "SCORED_KEY": out.scored.key or "",
-    }
-    values = {k: sql_literal(v) for k, v in values.items()}
-    values.update({k: sql_literal(v) for k, v in options.define.items()})
-    values["KAFKA_CONNECTION"] = kafka_connection(settings)
-    # generated SQL fragments (identifiers are back-quoted; not string literals)
-    values.update({
-        "TELEMETRY_COLUMNS": ",\n  ".join(f"`{name}` {sql_type(dtype)}" for name, dtype in columns),
-        "SCORED_COLUMNS": out.scored.sql_columns(),
-        "SCORED_SELECT": ",\n       ".join(scored_select(schema)),
-        **context_fragments(schema, names, features, int(manifest["features"].get("window") or 1)),
-    })
-    return values
+def placeholders(options: RunSqlOptions, plan: scoring.ScoringPlan) -> dict[str, str]:
+    """The values a script may use: the plan's topics and model, the broker, and every --define
+    (SQL-quoted); ``KAFKA_CONNECTION``: the connection options of a Kafka table the script declares
+    itself, as SQL (address and, with SASL_SSL, the login by reference: no password in the script)."""
+    values = {"INPUT_TOPIC": plan.input_topic, "SCORED_TOPIC": plan.topics["scored"],
+              "ALERTS_TOPIC": plan.topics["alerts"], "DLQ_TOPIC": plan.topics["dlq"], "MODEL": plan.model_ref,
+              "BOOTSTRAP_SERVERS": plan.bootstrap_servers, **options.define}
+    out = {k: sql_literal(v) for k, v in values.items()}
+    out["KAFKA_CONNECTION"] = kafka_connection(plan.bootstrap_servers)
+    return out
 
 
-def context_fragments(schema: dict[str, Any], names: list[str], features: list[str], window: int) -> dict[str, str]:
-    """FEATURE_COLUMNS (ANOMALY's arguments), SCORING_INPUT (what it reads) and PROC_COLUMN.
+def kafka_connection(bootstrap: str) -> str:
+    """A Kafka table's connection options as SQL, from connectors.flink_kafka.table_options (the same
+    options as the session's tables). Raises SettingsError naming a missing login or CA file."""
+    from connectors import flink_kafka
 
-    A point model reads the telemetry table's columns. A model with a window reads each reading with
-    its entity's ``window - 1`` previous ones: LAG over an OVER window per raw entity id in arrival
-    order (processing time), the arguments laid out as the jobs pass them (jobs/core/scoring)."""
-    from jobs.core.scoring import context_columns, context_time, lag_expressions
-
-    out = outputs(schema)
-    if window <= 1:
-        return {"FEATURE_COLUMNS": ", ".join(f"`{name}`" for name in features), "SCORING_INPUT": "telemetry",
-                "PROC_COLUMN": ""}
-    time_col = context_time(out)
-    entity = out.entity.removesuffix("_pseudonym")
-    lags = lag_expressions(features, window, time_col)
-    keep = [f"`{c}`" for c in [*names, "kafka_partition", "kafka_offset", "kafka_timestamp"]]
-    return {
-        "FEATURE_COLUMNS": ", ".join(f"`{c}`" for c in context_columns(features, window, time_col)),
-        "SCORING_INPUT": (f"(SELECT {', '.join(keep)},\n    {', '.join(lags)}\n  FROM telemetry "
-                          f"WINDOW w AS (PARTITION BY `{entity}` ORDER BY `_proc`))"),
-        "PROC_COLUMN": ",\n  `_proc` AS PROCTIME()",
-    }
-
-
-def kafka_connection(settings: VigilSettings) -> str:
-    """The Kafka tables' connection options as SQL: bootstrap servers and, with SASL_SSL, the login.
-
-    From connectors.flink_kafka.table_options, so the SQL tables connect exactly like the Python
-    jobs' Kafka tables; the SASL password is not in the script (it names the 0600 file that Kafka's
-    FileConfigProvider reads inside the Flink JVMs). Raises SettingsError naming a missing login
-    or CA file.
-    """
-    return ",\n  ".join(f"'{sql_literal(key)}' = '{sql_literal(value)}'"
-                         for key, value in flink_kafka.table_options(settings.bootstrap_servers).items())
-
-
-def scored_select(schema: dict[str, Any]) -> list[str]:
-    """One SQL expression per column of the scored record (connectors/records.py), in order."""
-    out = outputs(schema)
-    entity = out.entity.removesuffix("_pseudonym")
-    special = {out.entity: f"PSEUDONYM(`{entity}`)", "score": "s.score", "is_anomaly": "s.is_anomaly",
-               "model_version": "s.model_version", "partial": "s.partial", "source_partition": "kafka_partition",
-               "source_offset": "kafka_offset", **out.derived}
-    return [f"CAST({special.get(c.name, f'`{c.name}`')} AS {sql_type(c.type)}) AS `{c.name}`"
-            for c in out.scored.columns]
+    return ",\n  ".join(f"{catalog.literal(key)} = {catalog.literal(value)}"
+                         for key, value in flink_kafka.table_options(bootstrap).items())
 
 
 def render(text: str, values: dict[str, str], source: str = "script") -> str:
@@ -216,89 +129,61 @@ def render(text: str, values: dict[str, str], source: str = "script") -> str:
     return "".join(out)
 
 
-def rendered_path(options: RunSqlOptions, settings: VigilSettings) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", options.scored_topic)
-    return settings.home / "sql" / f"{options.script.stem}-{safe}.rendered.sql"
+def job_settings(plan: scoring.ScoringPlan) -> list[str]:
+    """SETs of the job itself: parallelism, checkpointing, a savepoint to resume from."""
+    out = [f"SET 'parallelism.default' = '{plan.parallelism}'"]
+    if plan.checkpoint_interval:
+        out.append(f"SET 'execution.checkpointing.interval' = {catalog.literal(plan.checkpoint_interval)}")
+    if plan.savepoint:
+        out.append(f"SET 'execution.state-recovery.path' = {catalog.literal(plan.savepoint)}")
+    return out
 
 
-def render_script(options: RunSqlOptions, settings: VigilSettings, schema: dict[str, Any],
-                  manifest: dict[str, Any]) -> Path:
-    """Write the rendered script (owner-readable only)."""
+def scoring_session(settings: VigilSettings, plan: scoring.ScoringPlan, session_id: str) -> catalog.Session:
+    """The input topic's catalog objects plus database ``job`` (jobs/sql/catalog.job_objects)."""
+    # The cluster's restart strategy (flink-conf/: bounded) stands for a long-running job.
+    s = client.session_settings(settings, session_id, restart_attempts=None,
+                                model_refresh_seconds=plan.model_refresh_seconds,
+                                validation_engine=plan.validation_engine)
+    session = catalog.build_session(s, {plan.input_topic: plan.schema}, [], {plan.input_topic: plan.suite})
+    catalog.job_objects(session, s, plan)
+    return session
+
+
+def prepare(settings: VigilSettings, options: RunSqlOptions) -> tuple[scoring.ScoringPlan, client.SessionFiles, Path]:
+    """Check everything, create the output topics, write the session and the rendered script."""
     if not options.script.is_file():
         raise ValueError(f"no SQL script at {options.script}")
-    text = render(options.script.read_text(), placeholders(options, settings, schema, manifest), str(options.script))
-    path = rendered_path(options, settings)
-    write_secret_file(path, text)
-    return path
-
-
-# --- submission -----------------------------------------------------------------------------------
-
-def sql_client_command(cluster: LocalFlinkCluster, rendered: Path) -> list[str]:
-    """``sql-client.sh -f`` against the cluster (its conf dir names the REST address and port).
-
-    ``-pyexec``/``-pyclientexec`` name the project's interpreter, which has the project installed
-    (editable), so ``udfs.anomaly_score`` imports in the client and in the TaskManager's Python
-    workers without shipping files; ``-pyfs <project root>`` would register the whole tree as a job
-    file, virtualenv and .vigil included. opt/flink-python needs no flag either: registering a
-    Python function makes the table ResourceManager add that jar to the job's jars.
-    """
-    return [str(cluster.script("sql-client.sh")), "-f", str(rendered),
-            "-pyexec", sys.executable, "-pyclientexec", sys.executable,
-            "-Dexecution.target=remote"]
-
-
-def submit(cluster: LocalFlinkCluster, rendered: Path, timeout: float = 300.0) -> str:
-    """Run the rendered script with sql-client.sh; returns the id of the job its INSERT started."""
-    cluster.require()
-    command = sql_client_command(cluster, rendered)
-    try:
-        result = subprocess.run(command, env=cluster.environment(), capture_output=True, text=True,
-                                timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        raise FlinkClusterError(f"sql-client.sh did not finish {rendered} within {timeout:.0f}s") from exc
-    output = result.stdout + "\n" + result.stderr
-    job_id = parse_job_id(output)
-    if result.returncode != 0 or "[ERROR]" in output or job_id is None:
-        tail = "\n".join(output.strip().splitlines()[-60:])
-        raise FlinkClusterError(f"sql-client.sh -f {rendered} failed (exit {result.returncode}"
-                                f"{', no job id printed' if job_id is None else ''}):\n{tail}")
-    return job_id
-
-
-def submit_script(options: RunSqlOptions, settings: VigilSettings) -> str:
-    """Check inputs, render, create the output topic and submit; returns the job id."""
-    cluster = LocalFlinkCluster(settings)
-    cluster.require()  # fail before any Kafka work when there is nowhere to run
-    check_broker(settings.bootstrap_servers)
-    schema = schema_store.require(settings.bootstrap_servers, options.telemetry_topic)
-    store_s3 = settings.s3 if settings.s3_for(settings.model_store) else None
-    registry = ModelRegistry(settings.model_store, store_s3)
-    manifest = registry.manifest(registry.resolve(options.model_ref))
-    rendered = render_script(options, settings, schema, manifest)
-    create_topic(settings.bootstrap_servers, options.scored_topic, options.scored_partitions)
-    return submit(cluster, rendered)
+    plan = scoring.plan(settings, options, job=JOB)
+    session_id = client.new_session_id()
+    files = client.write_session(scoring_session(settings, plan, session_id), settings, session_id,
+                                 header=f"-- vigil score sql: the session of {options.script.name} for "
+                                        f"{plan.input_topic} (generated; do not edit)\n\n",
+                                 extra=[*client.SCRIPT_SETTINGS, *job_settings(plan)])
+    rendered = files.folder / f"{options.script.stem}.rendered.sql"
+    write_secret_file(rendered, render(options.script.read_text(), placeholders(options, plan), str(options.script)))
+    return plan, files, rendered
 
 
 def run(settings: VigilSettings, options: RunSqlOptions) -> int:
     started = time.monotonic()
-    job_id = submit_script(options, settings)
     cluster = LocalFlinkCluster(settings)
-    print(f"submitted job {job_id}: {options.script.name} {options.telemetry_topic} -> "
-          f"{options.scored_topic} on {cluster.rest_url}", flush=True)
-    if options.wait:
-        state = cluster.wait_for_job(job_id, options.timeout)
-        print(f"job {job_id} {state} after {time.monotonic() - started:.1f}s", flush=True)
-        if state != "FINISHED":
-            failure = cluster.job_exception(job_id)
-            print(f"error: job {job_id} ended {state}" + (f":\n{failure}" if failure else ""), file=sys.stderr)
-            return 1
-    return 0
+    cluster.require()  # fail before any Kafka work when there is nowhere to run
+    plan, files, rendered = prepare(settings, options)
+    result = client.run_script(cluster, files, rendered, timeout=options.timeout)
+    if result.error:
+        raise client.SqlClientError(f"{options.script.name}: {result.error}")
+    if not result.job_ids:
+        raise client.SqlClientError(f"{options.script.name} submitted no job (its statements ran in the client)")
+    outputs = ", ".join([*plan.topics.values(), *([plan.tier] if plan.tier else [])])
+    for job_id in result.job_ids:
+        print(f"submitted job {job_id}: {plan.input_topic} -> {outputs} ({options.script.name}, model "
+              f"{plan.model_ref}) on {cluster.rest_url}", flush=True)
+    return client.report_jobs(cluster, result.job_ids, options.timeout, started) if options.wait else 0
 
-
-COMMAND = command("run-sql", __doc__, run, options=RunSqlOptions, settings_flags=("kafka.bootstrap_servers",
-                                                                                  "model.store"),
-                  expected_errors=(ConnectorError, ModelStoreError, FlinkClusterError, ValueError),
+COMMAND = command("run-sql", __doc__, run, options=RunSqlOptions, settings_flags=scoring.SCORE_SETTINGS_FLAGS,
+                  expected_errors=(ConnectorError, ModelStoreError, FlinkClusterError, SqlFunctionError,
+                                   client.SqlClientError, SettingsError, ValueError),
                   prog="python -m jobs.run_sql")
 
 

@@ -35,20 +35,25 @@ def model_inputs(frame: pd.DataFrame, manifest: dict) -> list[pd.Series]:
     return sensors + [pd.Series(ctx.times[:, k]) for k in range(window)]
 
 
-def _train(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> tuple[str, dict]:
+def publish(registry: ModelRegistry, work: Path, name: str, frame: pd.DataFrame | None = None,
+            **options) -> dict:
+    """Train on ``frame`` (simulated readings by default) with the trainer's defaults overridden by
+    ``options`` (TrainOptions fields), publish as the next version of ``name``; returns its manifest."""
     schema = load_schema()
-    frame = simulated_frame()
-    settings = TrainOptions(epochs=12, quiet=True, min_rows=100, **options)
-    work = tmp_path_factory.mktemp("train")
+    frame = simulated_frame() if frame is None else frame
+    settings = TrainOptions(**{"epochs": 12, "quiet": True, "min_rows": 100, **options})
     trained = train(frame, FeatureSet.from_schema(schema), roles(schema)["label"], roles(schema)["time"],
                     settings, work, entity_col=roles(schema)["entity"])
     trained.save(work)
     manifest = {"version": new_version(), "created_at": "2026-01-01T00:00:00+00:00", "schema": schema_id(schema),
                 **trained.fields, "training": {"sources": {"test": True}}, "libraries": library_versions()}
+    return registry.manifest(registry.publish(name, work, manifest))
+
+
+def _train(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> tuple[str, dict]:
     store_dir = tmp_path_factory.mktemp("models")
-    registry = ModelRegistry(str(store_dir))
-    version = registry.publish(name, work, manifest)
-    return str(store_dir), registry.manifest(version)
+    manifest = publish(ModelRegistry(str(store_dir)), tmp_path_factory.mktemp("train"), name, **options)
+    return str(store_dir), manifest
 
 
 @pytest.fixture(scope="session")

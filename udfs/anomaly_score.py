@@ -348,6 +348,51 @@ class AnomalyScore(ScalarFunction):
         self.handle.model = None
 
 
+class _ModelContext:
+    """The worker's function context for one model of NamedModelsScore: its metrics in a group of
+    their own (``model=<ref>``), so two models' gauges never share a name."""
+
+    def __init__(self, context: Any, ref: str) -> None:
+        self._context, self._ref = context, ref
+
+    def get_metric_group(self) -> Any:
+        return self._context.get_metric_group().add_group("model", self._ref)
+
+    def get_job_parameter(self, key: str, default: str) -> str:
+        return self._context.get_job_parameter(key, default)
+
+
+class NamedModelsScore(ScalarFunction):
+    """``ANOMALY('name@alias', features...)`` of a SQL session: an AnomalyScore per model reference,
+    chosen by the first argument (a constant the planner checked: jobs/sql/java ModelAnomalyFunction).
+    A model is loaded the first time a batch asks for it."""
+
+    def __init__(self, scorers: dict[str, AnomalyScore]) -> None:
+        self.scorers = dict(scorers)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def open(self, function_context: FunctionContext | None) -> None:
+        self._context = function_context
+        self._opened: set[str] = set()
+
+    def eval(self, ref: Any, *columns: pd.Series) -> pd.DataFrame:
+        if isinstance(ref, pd.Series):
+            ref = ref.iloc[0] if len(ref) else None
+        scorer = self.scorers.get(ref)
+        if scorer is None:  # the planner refuses such a call; a stale jar would get here
+            raise ValueError(f"ANOMALY: no model {ref!r} in this session (models: {sorted(self.scorers)})")
+        if ref not in self._opened:
+            scorer.open(_ModelContext(self._context, ref) if self._context is not None else None)
+            self._opened.add(ref)
+        return scorer.eval(*columns)
+
+    def close(self) -> None:
+        for scorer in self.scorers.values():
+            scorer.close()
+
+
 def anomaly_udf(model_uri: str | None = None, ref: str | None = None, **options: Any) -> Any:
     """The Flink UDF object for Table API use: ``anomaly_udf(store, "name@alias")(*feature_columns)``."""
     return udf(AnomalyScore(model_uri, ref, **options), result_type=RESULT_TYPE, func_type="pandas")

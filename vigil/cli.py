@@ -24,7 +24,7 @@ SCORE = LazyGroup("score", "Score a topic with a model inside Flink: the Table j
                            "(per-entity alert state) or a SQL script.", {
     "table": ("jobs.score_events:COMMAND", "the Table API job: decode, validate, ANOMALY, route (fast path)"),
     "stream": ("jobs.score_events_stream:COMMAND", "the DataStream job: per-entity K-in-window alerts"),
-    "sql": ("jobs.run_sql:COMMAND", "a SQL script from jobs/sql/ on the standalone cluster"),
+    "sql": ("jobs.run_sql:COMMAND", "the scoring job in Flink SQL (jobs/sql/) on the standalone cluster"),
 }, prog="vigil score")
 
 BENCH = LazyGroup("bench", "Benchmarks: they print figures, they never assert them (benchmarks/README.md).", {
@@ -40,6 +40,7 @@ VIGIL = LazyGroup("vigil", __doc__, {
     "register": ("jobs.register_topic:COMMAND", "make a topic your producers write trainable: its schema and roles"),
     "train": ("jobs.train_autoencoder:COMMAND", "train a model from a topic's Kafka log into the registry"),
     "score": ("vigil.cli:SCORE", "score a topic inside Flink (table | stream | sql)"),
+    "sql": ("jobs.sql_session:COMMAND", "the Flink SQL client: every topic a table, every model a function"),
     "backfill": ("vigil.backfill:COMMAND", "score a time range of a topic again, into separate topics"),
     "monitor": ("jobs.monitor:COMMAND", "per-minute model metrics, drift and accuracy of a scored topic, to Kafka"),
     "retrain": ("jobs.retrain:COMMAND", "the retraining loop: train a challenger, evaluate, promote by a policy"),

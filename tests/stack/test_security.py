@@ -242,38 +242,44 @@ def test_a_scoring_job_runs_end_to_end_on_the_sasl_ssl_listener(sasl_broker: Vig
     assert len(scored) == 300 and read_checked(address, f"{topic}.dlq", contracts.dead_letters) == []
 
 
-# --- the SQL scripts -----------------------------------------------------------------------------------
+# --- the SQL scoring job --------------------------------------------------------------------------------
 
-SQL_SCRIPT = PROJECT_ROOT / "jobs" / "sql" / "score_events.sql"
+def _sql_session_text(settings: VigilSettings) -> tuple[str, dict[str, str]]:
+    """The init script of a SQL scoring job of topic ``t`` with ``settings``, and its placeholders."""
+    from connectors.avro_serde import schema_id
+    from jobs.core import scoring
 
-
-def _sql_options(**overrides) -> run_sql.RunSqlOptions:
-    return run_sql.RunSqlOptions(**{"script": SQL_SCRIPT, "telemetry_topic": "t", "scored_topic": "t.scored",
-                                    **overrides})
-
-
-def test_the_sql_scripts_kafka_tables_connect_with_the_settings_security(tmp_path):
     schema = load_schema()
-    manifest = {"version": "v1", "features": {"names": feature_columns(schema)}}
-    plain = VigilSettings.load({"home": tmp_path, "kafka.bootstrap_servers": "127.0.0.1:1", "model.store": "/m"})
-    text = run_sql.render(SQL_SCRIPT.read_text(), run_sql.placeholders(_sql_options(), plain, schema, manifest))
-    assert text.count("'properties.bootstrap.servers' = '127.0.0.1:1'") == 2 and "security.protocol" not in text
+    manifest = {"version": "t@1", "number": 1, "threshold": 1.0, "schema": schema_id(schema),
+                "features": {"names": feature_columns(schema)}}
+    options = run_sql.RunSqlOptions(input_topic="t")
+    plan = scoring.assemble(settings, options, schema, manifest, scoring.load_suite(None, schema), job=run_sql.JOB)
+    return run_sql.scoring_session(settings, plan, "s1").script(), run_sql.placeholders(options, plan)
+
+
+def test_the_sql_jobs_kafka_tables_connect_with_the_settings_security(tmp_path):
+    plain = VigilSettings.load({"home": tmp_path, "kafka.bootstrap_servers": "127.0.0.1:1", "model.store": "/m",
+                                "tier": "none"})
+    text, _ = _sql_session_text(plain)
+    kafka_tables = text.count("'connector' = 'kafka'")
+    assert kafka_tables >= 5  # the topic's raw table, the job's source and its three sinks, the companions
+    assert text.count("'properties.bootstrap.servers' = '127.0.0.1:1'") == kafka_tables
+    assert "security.protocol" not in text
 
     ca = tmp_path / "ca.pem"
     ca.write_text("not read here")
     secured = VigilSettings.load({"home": tmp_path, "kafka.bootstrap_servers": "127.0.0.1:1", "model.store": "/m",
-                                  "kafka.security_protocol": "SASL_SSL", "kafka.sasl_username": "alice",
+                                  "tier": "none", "kafka.security_protocol": "SASL_SSL", "kafka.sasl_username": "alice",
                                   "kafka.sasl_password": SECRET_PASSWORD, "kafka.ssl_ca_file": str(ca)})
-    values = run_sql.placeholders(_sql_options(), secured, schema, manifest)
-    text = run_sql.render(SQL_SCRIPT.read_text(), values)
-    for table in ("CREATE TEMPORARY TABLE telemetry", "CREATE TEMPORARY TABLE scored"):
-        ddl = text[text.index(table):text.index(");", text.index(table))]
-        assert "'properties.security.protocol' = 'SASL_SSL'" in ddl, table
-        assert "'properties.sasl.mechanism' = 'SCRAM-SHA-512'" in ddl
-        assert f"'properties.ssl.truststore.location' = '{ca}'" in ddl
-        assert f"'properties.sasl.jaas.config' = '${{vigilsecret:{secured.kafka.sasl_secret_file}:" in ddl
-    assert SECRET_PASSWORD not in text, "the password must not be in the rendered script"
-    # a script that connects with the bare address would try without the login: refused, on one line
+    text, values = _sql_session_text(secured)
+    for option in ("'properties.security.protocol' = 'SASL_SSL'", "'properties.sasl.mechanism' = 'SCRAM-SHA-512'",
+                   f"'properties.ssl.truststore.location' = '{ca}'",
+                   f"'properties.sasl.jaas.config' = '${{vigilsecret:{secured.kafka.sasl_secret_file}:"):
+        assert text.count(option) == kafka_tables, option
+    assert SECRET_PASSWORD not in text, "the password must not be in the session's init script"
+    # a script's own Kafka table connects with ${KAFKA_CONNECTION}; the bare address is refused, on one line
+    assert "'properties.security.protocol' = 'SASL_SSL'" in values["KAFKA_CONNECTION"]
+    assert SECRET_PASSWORD not in values["KAFKA_CONNECTION"]
     with pytest.raises(ValueError, match="without \\$\\{KAFKA_CONNECTION\\}") as bad:
         run_sql.render("CREATE TABLE x WITH ('properties.bootstrap.servers' = '${BOOTSTRAP_SERVERS}');", values)
     assert "\n" not in str(bad.value)
@@ -281,11 +287,10 @@ def test_the_sql_scripts_kafka_tables_connect_with_the_settings_security(tmp_pat
 
 @pytest.mark.kafka
 @pytest.mark.flink
-def test_the_sql_script_scores_through_the_sasl_ssl_listener_on_a_standalone_cluster(
+def test_the_sql_job_scores_through_the_sasl_ssl_listener_on_a_standalone_cluster(
         sasl_broker: VigilSettings, flink_cluster, trained_model, monkeypatch, capsys, tmp_path):  # noqa: F811
     address = sasl_broker.bootstrap_servers
     source = f"sec.sql.{uuid.uuid4().hex[:8]}"
-    scored_topic = f"{source}.scored"
     create_topic(address, source, 2)
     schema_store.register(address, source, load_schema())
     with AvroProducer(address, source, load_schema()) as producer:
@@ -298,22 +303,18 @@ def test_the_sql_script_scores_through_the_sasl_ssl_listener_on_a_standalone_clu
                        "VIGIL_KAFKA_SASL_SECRET_FILE": str(tmp_path / "kafka-sasl.properties"),
                        "VIGIL_FLINK_REST_PORT": str(flink_cluster.settings.flink.rest_port)}.items():
         monkeypatch.setenv(key, value)
-    code = run_sql.main([str(SQL_SCRIPT), "--telemetry-topic", source, "--scored-topic", scored_topic,
-                         "--model-store", Path(trained_model[0]).as_uri(), "--model", REF, "--bounded",
-                         "--bootstrap-servers", address, "--group-id", f"g-{scored_topic}"])
+    code = run_sql.main(["--input", source, "--model-store", Path(trained_model[0]).as_uri(), "--model", REF,
+                         "--bounded", "--wait", "--tier", "none", "--bootstrap-servers", address,
+                         "--group-id", f"g-{source}"])
     printed = capsys.readouterr()
     assert code == 0, printed.err
     assert password not in printed.out + printed.err
-    rendered = run_sql.rendered_path(_sql_options(scored_topic=scored_topic), flink_cluster.settings)
-    assert "'properties.security.protocol' = 'SASL_SSL'" in rendered.read_text()
-    assert password not in rendered.read_text()
-    rendered.unlink()
-    import re
-
-    job_id = re.search(r"submitted job ([0-9a-f]{32})", printed.out).group(1)
-    state = flink_cluster.wait_for_job(job_id, timeout=240)
-    assert state == "FINISHED", flink_cluster.job_exception(job_id)
-    scored = read_checked(address, scored_topic, outputs(load_schema()).scored)
+    sessions = sorted((flink_cluster.settings.home / "sql" / "sessions").glob("*/init.sql"),
+                      key=lambda p: p.stat().st_mtime)
+    init = sessions[-1].read_text()
+    assert f"'topic' = '{source}'" in init and "'properties.security.protocol' = 'SASL_SSL'" in init
+    assert password not in init
+    scored = read_checked(address, f"{source}.scored", outputs(load_schema()).scored)
     assert sorted((r["source_partition"], r["source_offset"]) for r in scored) == \
         sorted((m.partition(), m.offset()) for m in read_all(address, source))
     assert len(scored) == 120
