@@ -479,11 +479,16 @@ class SessionSettings:
     python: str
     session_id: str
     s3: Any = None
-    tier: str | None = None
+    tier: str | None = None       # the Parquet tier every topic shares (set explicitly), or None
+    tier_root: str | None = None  # else each topic's is <tier_root>/<topic> (VigilSettings.tier_for)
     bounded: bool = False
     validation_engine: str = "compiled"
     model_refresh_seconds: float | None = None
     restart_attempts: int | None = 2
+
+    def tier_for(self, topic: str) -> str | None:
+        """The Parquet tier of ``topic``'s scoring jobs (None: no tier)."""
+        return self.tier or (f"{self.tier_root.rstrip('/')}/{topic}" if self.tier_root else None)
 
 
 def settings_statements(s: SessionSettings) -> list[str]:
@@ -540,9 +545,10 @@ def topic_objects(session: Session, s: SessionSettings, topic: str, schema: dict
             time_col=time_col, group_id=group, transactional_prefix=f"{group}-{table}", bounded=s.bounded,
             delay=watermark_delay(s.bounded)))
         session.tables.append(table)
-    if s.tier and f"{topic}.tier" not in registered:
+    tier = s.tier_for(topic)
+    if tier and f"{topic}.tier" not in registered:
         session.statements.append(tier_table(f"{quote(CATALOG)}.{quote(TOPICS_DB)}.{quote(topic + '.tier')}",
-                                             out.tier, s.tier))
+                                             out.tier, tier))
         session.tables.append(f"{topic}.tier")
 
 

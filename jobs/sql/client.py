@@ -244,6 +244,8 @@ def session_settings(settings: VigilSettings, session_id: str, **overrides: obje
     values: dict[str, object] = dict(
         bootstrap_servers=settings.bootstrap_servers, model_store=model_store,
         secret_file=str(Path(secret).resolve()) if secret else None, python=sys.executable, session_id=session_id,
-        s3=settings.s3_for(model_store, settings.tier_uri), tier=settings.tier_uri)
+        tier=None if settings.tier.lower() == "none" else settings.tier or None,
+        tier_root=None if settings.tier else (settings.home / "tier").as_uri())
+    values["s3"] = settings.s3_for(model_store, values["tier"], values["tier_root"])
     values.update(overrides)
     return SessionSettings(**values)  # type: ignore[arg-type]

@@ -97,6 +97,17 @@ def test_companion_tables_are_the_contract_and_write_exactly_once():
     assert "PARTITIONED BY (`dt`, `hr`)" in tier and "'format' = 'parquet'" in tier
 
 
+def test_each_topics_tier_table_reads_its_own_folder_unless_one_tier_is_set(tmp_path):
+    settings = VigilSettings.load({"home": tmp_path, "kafka.bootstrap_servers": "127.0.0.1:1"})
+    s = client.session_settings(settings, "s1")
+    assert s.tier_for("plant-a") == (tmp_path / "tier" / "plant-a").as_uri() == settings.tier_for("plant-a")
+    assert client.session_settings(settings.evolve(tier="s3a://b/t"), "s1").tier_for("plant-a") == "s3a://b/t"
+    assert client.session_settings(settings.evolve(tier="none"), "s1").tier_for("plant-a") is None
+    session = catalog.build_session(s, {"a": load_schema(), "b": load_schema()}, [])
+    assert any(f"'path' = '{(tmp_path / 'tier' / 'b').as_uri()}'" in x for x in session.statements
+               if x.startswith("CREATE TABLE `vigil`.`topics`.`b.tier`"))
+
+
 def test_a_registered_topic_named_like_an_output_keeps_its_own_table():
     schema = load_schema()
     topics = {"t": schema, "t.scored": schema}
