@@ -7,7 +7,8 @@ Reads the scored topic (and the dead-letter topic, if given) with its own consum
 from the earliest offset (``--from-latest``: only new records), no consumer-group offsets committed.
 Records are grouped by ``model_version`` and by the minute of their event time; once event time has
 passed a minute's end by ``--lateness-seconds`` (or the input has been quiet that long, or with
-``--bounded`` at the end) one JSON record per (version, minute) goes to the metrics topic (key: the
+``--bounded`` at the end; what the topics held at start is read in full first, as a scoring job's
+output is in no event-time order over a backlog) one JSON record per (version, minute) goes to the metrics topic (key: the
 version): events scored, anomaly rate, score quantiles, dead letters of the minute, drift (PSI per
 feature against the training baseline in the version's manifest, and the largest) and, where the
 records carry the model's label column, precision/recall/false-alarm rate of the minute and over
@@ -149,7 +150,11 @@ def run(settings: VigilSettings, o: MonitorOptions) -> int:
 
     def publish(final: bool = False) -> None:
         nonlocal notes_shown
-        metrics, events = monitor.close(final)
+        for key, target in targets.items():   # a partition with records from before the start still to read is busy
+            if key[0] == o.scored and position[key] + 1 < target:
+                monitor.expect(key[1], seen=time.monotonic())
+        # a partition that sent nothing for --lateness-seconds does not hold the minutes back
+        metrics, events = monitor.close(final, idle=time.monotonic() - max(o.lateness_seconds, 1.0))
         for note in monitor.notes[notes_shown:]:
             print(f"note: {note}", flush=True)
         notes_shown = len(monitor.notes)
@@ -173,8 +178,13 @@ def run(settings: VigilSettings, o: MonitorOptions) -> int:
                          "isolation.level": "read_committed"})
     start = OFFSET_END if o.from_latest else OFFSET_BEGINNING
     consumer.assign([TopicPartition(t, p, start) for t in topics for p in marks[t]])
-    targets = {(t, p): high for t in topics for p, (low, high) in marks[t].items() if high > low}
+    # what the topics held at start (read in full before minutes are published; none with --from-latest)
+    targets = {} if o.from_latest else {(t, p): high for t in topics for p, (low, high) in marks[t].items()
+                                        if high > low}
     position = dict.fromkeys(targets, -1)
+    for topic, partition in targets:
+        if topic == o.scored:   # minutes wait for every partition with records to come (until it is idle)
+            monitor.expect(partition, seen=time.monotonic())
     print(f"monitoring {' and '.join(topics)} -> {metrics_topic}, {events_topic}"
           f"{' (bounded)' if o.bounded else ''}", flush=True)
     quiet_since = time.monotonic()
@@ -194,15 +204,19 @@ def run(settings: VigilSettings, o: MonitorOptions) -> int:
                 except (TypeError, ValueError):
                     monitor.malformed += 1
                     continue
-                (monitor.add_scored if msg.topic() == o.scored else monitor.add_dead_letter)(record)
+                if msg.topic() == o.scored:
+                    monitor.add_scored(record, source=msg.partition(), seen=time.monotonic())
+                else:
+                    monitor.add_dead_letter(record)
             if batch:
                 quiet_since = time.monotonic()
-            if o.bounded:
+            if o.bounded or any(position[k] + 1 < targets[k] for k in targets):
                 for tp in consumer.position([TopicPartition(t, p) for t, p in targets]):
                     if tp.offset >= 0:   # past aborted records and transaction markers
                         key = (tp.topic, tp.partition)
                         position[key] = max(position[key], tp.offset - 1)
-                continue
+                if o.bounded or any(position[k] + 1 < targets[k] for k in targets):
+                    continue   # records from before the start are in no event-time order: publish once read
             publish(final=time.monotonic() - quiet_since > o.lateness_seconds)
     except KeyboardInterrupt:
         pass

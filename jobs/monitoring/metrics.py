@@ -17,6 +17,7 @@ that matters (the default drift threshold).
 """
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import math
 from collections import deque
@@ -125,15 +126,28 @@ def psi(feature_baseline: Mapping[str, Any], values: Iterable[float]) -> float |
     return float(np.sum((actual - expected) * np.log(actual / expected)))
 
 
-def drift(base: Mapping[str, Any], columns: Mapping[str, Sequence[float]],
-          watched: Sequence[str] | None = None) -> dict[str, Any]:
-    """PSI per feature of ``columns`` against ``base`` (a manifest's ``baseline``), the largest and its
-    feature (the largest among ``watched`` when given)."""
-    values = {name: psi(fb, columns.get(name, ())) for name, fb in base["features"].items()}
+def psi_of_counts(feature_baseline: Mapping[str, Any], counts: Sequence[int]) -> float | None:
+    """PSI of readings already counted into the baseline's bins (None: no readings)."""
+    total = sum(counts)
+    if not total:
+        return None
+    expected = np.maximum(np.asarray(feature_baseline["shares"], dtype=np.float64), PSI_FLOOR)
+    actual = np.maximum(np.asarray(counts, dtype=np.float64) / total, PSI_FLOOR)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def summarise_drift(values: Mapping[str, float | None], watched: Sequence[str] | None) -> dict[str, Any]:
     values = {k: round(v, 5) for k, v in values.items() if v is not None}
     candidates = [k for k in values if watched is None or k in watched]
     top = max(candidates, key=values.get) if candidates else None
     return {"psi": values, "max_psi": values[top] if top else None, "max_feature": top}
+
+
+def drift(base: Mapping[str, Any], columns: Mapping[str, Sequence[float]],
+          watched: Sequence[str] | None = None) -> dict[str, Any]:
+    """PSI per feature of ``columns`` against ``base`` (a manifest's ``baseline``), the largest and its
+    feature (the largest among ``watched`` when given)."""
+    return summarise_drift({name: psi(fb, columns.get(name, ())) for name, fb in base["features"].items()}, watched)
 
 
 # --- times --------------------------------------------------------------------------------------
@@ -197,7 +211,7 @@ class _Bucket:
     anomalies: int = 0
     unscored: int = 0
     scores: list[float] = field(default_factory=list)
-    columns: dict[str, list[float]] = field(default_factory=dict)
+    bins: dict[str, list[int]] = field(default_factory=dict)   # readings per baseline bin, per feature
     labelled: bool = False
     counts: Confusion = field(default_factory=Confusion)
 
@@ -206,8 +220,11 @@ class Monitor:
     """Per (model version, event-time minute) aggregation of scored records and dead letters.
 
     ``info(version)`` says what is known of a version (called once per version). A minute is
-    complete once event time (the largest seen) has passed its end by ``lateness_ms``: ``close()``
-    returns its records; ``close(final=True)`` closes every open minute. A record of a minute
+    complete once event time has passed its end by ``lateness_ms``: ``close()`` returns its
+    records. Event time is the largest seen, or, when records say which ``source`` (partition)
+    they come from, the smallest of the sources' largest (a partition read behind the others
+    holds the minutes back, as a Flink watermark does); ``close(idle=...)`` leaves out sources
+    idle since before ``idle`` (a wall-clock reading the caller passes with each record). ``close(final=True)`` closes every open minute. A record of a minute
     already closed is counted in ``late`` and otherwise left out. ``drift_features``: the features
     whose PSI counts for max PSI and drift events (PSI is reported for every feature either way).
     """
@@ -223,6 +240,7 @@ class Monitor:
         self.dead: dict[int, int] = {}
         self.closed_until = -math.inf   # minutes before this are closed
         self.max_time = -math.inf
+        self.source_time: dict[Any, tuple[int, float]] = {}   # source -> (largest event time, last seen)
         self.late = 0
         self.malformed = 0
         self.rolling: dict[str, deque[tuple[int, Confusion]]] = {}
@@ -238,7 +256,7 @@ class Monitor:
                                   f"not computed for it")
         return self.models[version]
 
-    def add_scored(self, record: Mapping[str, Any]) -> None:
+    def add_scored(self, record: Mapping[str, Any], source: Any = None, seen: float = 0.0) -> None:
         if not isinstance(record, Mapping):
             self.malformed += 1
             return
@@ -253,6 +271,8 @@ class Monitor:
             self.late += 1
             return
         self.max_time = max(self.max_time, ms)
+        if source is not None:
+            self.source_time[source] = (max(ms, self.source_time.get(source, (ms, seen))[0]), seen)
         bucket = self.buckets.setdefault((minute, version), _Bucket())
         bucket.events += 1
         score = record.get("score")
@@ -262,11 +282,14 @@ class Monitor:
             bucket.unscored += 1
         flagged = record.get("is_anomaly") is True
         bucket.anomalies += flagged
-        if info.baseline is not None:
-            for name in info.baseline["features"]:
+        if info.baseline is not None:   # counted into the baseline's bins at once: memory stays small
+            for name, fb in info.baseline["features"].items():
                 value = record.get(name)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    bucket.columns.setdefault(name, []).append(float(value))
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    counts = bucket.bins.get(name)
+                    if counts is None:
+                        counts = bucket.bins[name] = [0] * (len(fb["edges"]) + 1)
+                    counts[bisect.bisect_right(fb["edges"], value)] += 1
         if info.label and info.label in record and record.get("is_anomaly") is not None:
             bucket.labelled = True
             bucket.counts.add(flagged, is_fault(record.get(info.label)))
@@ -282,12 +305,23 @@ class Monitor:
             return
         self.dead[minute] = self.dead.get(minute, 0) + 1
 
-    def close(self, final: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def expect(self, source: Any, seen: float = 0.0) -> None:
+        """A source that has records to come (as of ``seen``): minutes wait for it until it is idle."""
+        self.source_time[source] = (self.source_time.get(source, (-math.inf, seen))[0], seen)
+
+    def watermark(self, idle: float | None = None) -> float:
+        """The event time (ms) minutes are complete against (see the class docstring)."""
+        active = [t for t, seen in self.source_time.values() if idle is None or seen >= idle]
+        return min(active) if active else (self.max_time if idle is None or not self.source_time else -math.inf)
+
+    def close(self, final: bool = False, idle: float | None = None,
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(metrics records, model-events) of every minute now complete, oldest first."""
+        mark = self.watermark(idle)
         if final:
             until = math.inf
-        elif math.isfinite(self.max_time):
-            until = self.max_time - self.lateness_ms - MINUTE_MS + 1   # minute m is complete when m + 60 s + lateness <= max
+        elif math.isfinite(mark):
+            until = mark - self.lateness_ms - MINUTE_MS + 1   # minute m is complete when m + 60 s + lateness <= mark
         else:
             return [], []
         minutes = sorted({m for m, _ in self.buckets if m < until} | {m for m in self.dead if m < until})
@@ -327,7 +361,8 @@ class Monitor:
             record["drift"] = {"baseline": True, "max_psi": None, "threshold": t.drift_psi,
                                "note": f"{b.events} readings (< {t.min_events}): too few for PSI"}
         else:
-            figures = drift(info.baseline, b.columns, self.drift_features)
+            figures = summarise_drift({name: psi_of_counts(fb, b.bins.get(name, ()))
+                                       for name, fb in info.baseline["features"].items()}, self.drift_features)
             record["drift"] = {"baseline": True, **figures, "threshold": t.drift_psi}
             if figures["max_psi"] is not None:
                 events += self._crossing(version, "drift", "max_psi", minute, figures["max_psi"] > t.drift_psi,

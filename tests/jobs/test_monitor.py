@@ -99,3 +99,46 @@ def test_a_missing_topic_is_one_clear_line(kafka_bootstrap, capsys):
                          kafka_bootstrap]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "no.such.topic.scored" in err[0]
+
+
+def test_a_running_monitor_publishes_each_minute_once_event_time_has_passed_it(model, kafka_bootstrap, new_topic):
+    """Unbounded, from the topic's end: records arriving later are published minute by minute while it
+    runs; Ctrl-C publishes the minute still open and stops."""
+    import signal
+    import subprocess
+
+    from vigil.settings import PROJECT_ROOT
+
+    store, folder, manifest = model
+    scored = new_topic("scored")
+    records = scored_records(frame_of(segment(10, 4)), folder, manifest)
+    records.sort(key=lambda r: r["event_time"])
+    proc = subprocess.Popen([str(PROJECT_ROOT / ".venv/bin/vigil"), "monitor", "--scored", scored, "--from-latest",
+                             "--lateness-seconds", "5", "--quiet", "--bootstrap-servers", kafka_bootstrap,
+                             "--model-store", store], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(6)                                                      # started, at the end of the empty topic
+        for i in range(0, len(records), 300):                              # a minute of event time per second
+            produce_json(kafka_bootstrap, scored, records[i:i + 300], key="vehicle_id_pseudonym")
+            time.sleep(1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            published = [json.loads(m.value()) for m in read_all(kafka_bootstrap, f"{scored}.metrics")] \
+                if _exists(kafka_bootstrap, f"{scored}.metrics") else []
+            if len(published) >= 3:
+                break
+            time.sleep(1)
+        # published while it runs (the last minute waits for event time to pass it, or for 5 s of quiet)
+        assert [m["minute"][11:16] for m in sorted(published, key=lambda m: m["minute_ms"])][:3] == \
+            ["00:10", "00:11", "00:12"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    print(out)
+    assert proc.returncode == 0 and "published 4 metrics record(s)" in out and "0 late" in out
+
+
+def _exists(bootstrap: str, topic: str) -> bool:
+    from connectors.kafka_io import list_topics
+
+    return topic in list_topics(bootstrap)

@@ -125,3 +125,19 @@ def test_policy_promotes_a_challenger_with_fewer_false_alarms_and_refuses_a_wors
     assert unlabelled["faults"] == 0 and unlabelled["false_alarm_rate"] == pytest.approx(27 / 1000)
     drifted = {**unlabelled, "max_psi": 0.5}
     assert decide(drifted, unlabelled).promote                             # same false alarms, drift resolved
+
+
+def test_a_partition_read_behind_the_others_holds_the_minutes_back_unless_it_is_idle():
+    m = Monitor(info, Thresholds(min_events=1), lateness_ms=0)
+    m.expect(1, seen=100.0)
+    m.add_scored(rec(T0 + 5 * MINUTE_MS, 0.0), source=0, seen=100.0)      # partition 0 is 5 minutes ahead
+    assert m.close() == ([], [])                                           # partition 1 has sent nothing yet
+    m.add_scored(rec(T0 + 10, 0.0), source=1, seen=100.0)                 # partition 1 is at minute 0
+    assert m.close() == ([], [])                                           # minute 0 waits for partition 1
+    m.add_scored(rec(T0 + 20, 0.0), source=1, seen=101.0)
+    assert m.late == 0
+    metrics, _ = m.close(idle=100.5)                                       # partition 0 idle since 100: left out
+    assert metrics == []                                                   # partition 1 is still in minute 0
+    m.add_scored(rec(T0 + MINUTE_MS + 10, 0.0), source=1, seen=102.0)
+    metrics, _ = m.close(idle=101.5)
+    assert [(r["minute"][14:16], r["events"]) for r in metrics] == [("00", 2)]
