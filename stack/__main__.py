@@ -83,6 +83,9 @@ def up(settings: VigilSettings, options: UpOptions) -> int:
         raise ServiceError(f"unknown service(s) {unknown}; choose from {list(SERVICES)}")
     for name in options.services:
         service = SERVICES[name](settings)
+        if service.probe():  # a healthy one is reused (start() would say so after the fact)
+            print(f"{name}: already running, {service.address}", flush=True)
+            continue
         print(f"{name}: starting ...", flush=True)
         outcome = service.start(options.timeout)
         print(f"{name}: {outcome}, {service.address}", flush=True)
