@@ -280,6 +280,14 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
     manifest = train_from_kafka(settings, TrainOptions(topic=o.topic, quiet=True))
     ev = manifest["metrics"].get("evaluation", {})
     print(f"model {manifest['version']} published to {settings.model_store} as {manifest['alias']}")
+    if "champion" not in manifest["alias"].split(", "):  # an earlier demo's model is the champion: the demo owns this model
+        from connectors.model_registry import ModelRegistry
+
+        registry = ModelRegistry(settings.model_store, settings.s3_for(settings.model_store))
+        moved = registry.set_alias(o.topic, "champion", manifest["number"],
+                                   reason="vigil demo scores with the model it has just trained")
+        print(f"  {o.topic}@champion: {moved['previous']} -> {moved['version']} (the demo scores with the model "
+              f"it has just trained; `vigil models history {o.topic}` keeps the move)")
     if "precision" in ev:
         print(f"  evaluation on {ev['rows']} readings ({ev['anomalies']} labelled failures): "
               f"precision {ev['precision']:.3f}, recall {ev['recall']:.3f}, F1 {ev['f1']:.3f}, "
