@@ -64,3 +64,14 @@ def test_a_bad_environment_is_reported_before_anything_runs(monkeypatch, capsys)
     assert declared("jobs.simulate_fleet").main(["--events", "10"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: kafka.port:") and len(err.strip().splitlines()) == 1
+
+
+def test_an_expected_error_of_a_nested_sub_command_is_one_line(capsys):
+    """``vigil score table`` (a group in a group) reports what its job expects in one line, as
+    ``python -m jobs.score_events`` does, never a traceback."""
+    from vigil.cli import main
+
+    code = main(["score", "table", "--input", "t", "--bootstrap-servers", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: no Kafka broker answers at 127.0.0.1:1"), err
+    assert "Traceback" not in err and err.count("\n") == 1
