@@ -58,7 +58,9 @@ class TrainOptions(Options):
                                                   parse=partition_offsets, metavar="P:OFF,...")
     end_offsets: dict[int, int] | None = option(None, "end offset per partition, exclusive", flag="--to-offsets",
                                                 parse=partition_offsets, metavar="P:OFF,...")
-    history: str | None = option(None, "Parquet history (folder or s3:// prefix) written by the scoring job")
+    history: str | None = option(None, "Parquet history (folder or s3:// prefix) written by the scoring job of "
+                                       "this topic: its readings that the Kafka range does not hold are added "
+                                       "(each once; --from/--to apply)")
     include_labelled: bool = option(False, "train on labelled failures too")
     features: list[str] | None = option(None, "feature columns, comma-separated", parse=comma_list,
                                         show_default="every numeric column of the schema")
@@ -445,6 +447,24 @@ def new_version() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
 
 
+def history_beside(history: pd.DataFrame, ranges: list[PartitionRange], time_col: str | None, start: str | None,
+                   end: str | None) -> pd.DataFrame:
+    """The tier's readings that add to the Kafka range: each once (by source partition and offset),
+    none that the range read too (the same record twice would be trained on twice, or land in the
+    evaluation as well as in training), and only those in --from/--to when given."""
+    keep = ~history.duplicated([PARTITION, OFFSET]).to_numpy()
+    for r in ranges:
+        inside = (history[PARTITION] == r.partition) & (history[OFFSET] >= r.start) & (history[OFFSET] < r.end)
+        keep &= ~inside.to_numpy()
+    if time_col and time_col in history and (start or end):
+        times = pd.to_datetime(history[time_col], utc=True, errors="coerce")
+        if start:
+            keep &= (times >= pd.Timestamp(start)).to_numpy()
+        if end:
+            keep &= (times < pd.Timestamp(end)).to_numpy()
+    return history[keep].reset_index(drop=True)
+
+
 def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str, Any]:
     """Read, train, evaluate and publish; returns the published manifest."""
     bootstrap = settings.bootstrap_servers
@@ -463,7 +483,9 @@ def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str
         # the tier keeps ids only as pseudonyms: history readings form sequences of their own
         history = history.rename(columns={pseudonym: role["entity"], "source_partition": PARTITION,
                                           "source_offset": OFFSET})
-        sources["history"] = {"uri": options.history, "rows": int(len(history))}
+        read = len(history)
+        history = history_beside(history, ranges, role["time"], options.start, options.end)
+        sources["history"] = {"uri": options.history, "rows": int(len(history)), "left_out": int(read - len(history))}
         frame = pd.concat([history, frame], ignore_index=True)
     if frame.empty:
         raise FeatureError(f"no records in the chosen range of {options.topic!r} "
