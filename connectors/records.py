@@ -185,6 +185,25 @@ def reading_type() -> DataType:
     ])
 
 
+def shadow_contract(schema: dict[str, Any]) -> Contract:
+    """The record a job scoring in shadow writes per scored event (``<input>.shadow``): which reading,
+    its label where the schema has one, and both models' score, flag and version. Alerts follow the
+    scoring model only; this topic is what ``vigil shadow`` compares."""
+    role = roles(schema)
+    entity, time_col, label = entity_column(schema), role["time"], role["label"]
+    types = {c.name: c.type for c in decoded_columns(schema)}
+    return Contract("shadow", tuple([
+        Column(entity, DataTypes.STRING()),
+        *([Column(time_col, types[time_col])] if time_col else []),
+        *([Column(label, DataTypes.STRING())] if label else []),
+        Column("source_partition", DataTypes.INT()), Column("source_offset", DataTypes.BIGINT()),
+        Column("score", DataTypes.DOUBLE()), Column("is_anomaly", DataTypes.BOOLEAN()),
+        Column("model_version", DataTypes.STRING()),
+        Column("shadow_score", DataTypes.DOUBLE()), Column("shadow_is_anomaly", DataTypes.BOOLEAN()),
+        Column("shadow_model_version", DataTypes.STRING()),
+    ]), key=entity)
+
+
 def outputs(schema: dict[str, Any]) -> Outputs:
     """The contracts of every output of a job scoring a topic with ``schema``."""
     role = roles(schema)

@@ -13,6 +13,8 @@ Parquet files commit on checkpoints):
 * <input>.dlq      every record that could not be scored: reason, source topic/partition/offset,
                    original bytes;
 * the object tier  every scored event as Parquet by event date and hour (--tier; 'none' disables).
+* <input>.shadow   with --shadow MODEL: every scored event with both models' score, flag and
+                   version (alerts follow --model only; `vigil shadow` compares the two).
 
 Each output's fields are the record contract's (connectors/records.py). A bad record never fails
 the job and never disappears: each input record ends up in exactly one of scored or dlq.
@@ -25,19 +27,29 @@ from connectors.errors import ConnectorError
 from jobs.core import scoring
 from jobs.core.execute import execute
 from stack import flink_home
-from vigil.commands import command
+from vigil.commands import command, option
 from vigil.settings import VigilSettings
 
 JOB = "score-events"
 
 
-def run(settings: VigilSettings, options: scoring.ScoreOptions) -> int:
+class TableScoreOptions(scoring.ScoreOptions):
+    """The scoring job's options, plus shadow scoring (the Table job only)."""
+
+    shadow: str | None = option(None, "a second model (name@alias or name@N) that scores every event in shadow, "
+                                      "beside --model: both scores to --shadow-topic; alerts follow --model only",
+                                show_default="none")
+    shadow_topic: str | None = option(None, "topic for both models' scores per event (with --shadow)",
+                                      show_default="<input>.shadow")
+
+
+def run(settings: VigilSettings, options: TableScoreOptions) -> int:
     plan = scoring.plan(settings, options, job=JOB)
     return execute(settings, plan, lambda raw: scoring.build(raw, plan),
                    f"model {plan.manifest['version']} from {plan.model_store}")
 
 
-COMMAND = command(JOB, __doc__, run, options=scoring.ScoreOptions, settings_flags=scoring.SCORE_SETTINGS_FLAGS,
+COMMAND = command(JOB, __doc__, run, options=TableScoreOptions, settings_flags=scoring.SCORE_SETTINGS_FLAGS,
                   expected_errors=(ConnectorError, flink_home.FlinkHomeError, ValueError),
                   prog="python -m jobs.score_events")
 

@@ -44,6 +44,7 @@ VIGIL = LazyGroup("vigil", __doc__, {
     "backfill": ("vigil.backfill:COMMAND", "score a time range of a topic again, into separate topics"),
     "monitor": ("jobs.monitor:COMMAND", "per-minute model metrics, drift and accuracy of a scored topic, to Kafka"),
     "retrain": ("jobs.retrain:COMMAND", "the retraining loop: train a challenger, evaluate, promote by a policy"),
+    "shadow": ("jobs.shadow:COMMAND", "compare the two models of a shadow-scoring run: agreement, alerts, accuracy"),
     "models": ("jobs.models:MODELS", "the model registry: list, show, history, alias, compare, delete"),
     "dlq": ("jobs.dead_letters:COMMAND", "read a dead-letter topic (and open its sealed payloads)"),
     "topics": ("connectors.topics:TOPICS", "Kafka topics: create, describe, delete, list, peek"),

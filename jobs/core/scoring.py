@@ -130,6 +130,8 @@ class ScoringPlan:
     tier: str | None
     context: int = 1            # readings per entity given to the model (>= its window)
     alarm: Hysteresis = Hysteresis()
+    shadow_ref: str | None = None  # a second model that scores every event in shadow (--shadow)
+    shadow_manifest: dict[str, Any] | None = None
 
     @property
     def features(self) -> list[str]:
@@ -179,19 +181,24 @@ def plan(settings: VigilSettings, options: ScoreOptions, *, job: str, topic_infi
     store_s3 = settings.s3 if settings.s3_for(settings.model_store) else None
     registry = ModelRegistry(settings.model_store, store_s3)
     manifest = registry.manifest(registry.resolve(model_ref(options)))
+    shadow = getattr(options, "shadow", None)
+    shadow_manifest = registry.manifest(registry.resolve(ModelRef.parse(shadow))) if shadow else None
     suite = load_suite(options.expectations, schema)
     settings.pseudonym.check_readable()
-    made = assemble(settings, options, schema, manifest, suite, job=job, topic_infix=topic_infix, tier=tier)
+    made = assemble(settings, options, schema, manifest, suite, job=job, topic_infix=topic_infix, tier=tier,
+                    shadow_manifest=shadow_manifest)
     for topic in made.topics.values():
         create_topic(bootstrap, topic, options.output_partitions)
     return made
 
 
 def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, Any], manifest: dict[str, Any],
-             suite: dict[str, Any] | None, *, job: str, topic_infix: str = "", tier: bool = True) -> ScoringPlan:
+             suite: dict[str, Any] | None, *, job: str, topic_infix: str = "", tier: bool = True,
+             shadow_manifest: dict[str, Any] | None = None) -> ScoringPlan:
     """The plan from values already looked up (no Kafka, no store): what plan() returns after its checks.
 
-    Raises SchemaError when the model needs a column the topic does not have.
+    Raises SchemaError when the model (or the shadow model) needs a column the topic does not have,
+    or the shadow model reads other features than the scoring model.
     """
     contracts = outputs(schema)
     decoded = {c.name for c in contracts.scored_base.columns}
@@ -200,6 +207,11 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
         raise SchemaError(f"model {manifest['version']} needs columns {missing} that topic "
                           f"{options.input_topic!r} does not have")
     window = int(manifest["features"].get("window", 1))
+    if shadow_manifest is not None:
+        why = compatible(shadow_manifest, manifest["features"]["names"], schema_id(schema))
+        if why:
+            raise SchemaError(f"--shadow {shadow_manifest['version']} cannot score beside {manifest['version']}: {why}")
+        window = max(window, int(shadow_manifest["features"].get("window", 1)))
     context = options.context or window
     if context < window:
         raise OptionsError(f"--context {context}: model {manifest['version']} reads the last {window} readings of "
@@ -223,6 +235,8 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
     topics = {"scored": options.scored_topic or f"{base}.scored",
               "alerts": options.alerts_topic or f"{base}.alerts",
               "dlq": options.dlq_topic or f"{base}.dlq"}
+    if shadow_manifest is not None:
+        topics["shadow"] = getattr(options, "shadow_topic", None) or f"{base}.shadow"
     tier_uri = settings.tier_for(options.input_topic) if tier else None
     return ScoringPlan(
         job=job, input_topic=options.input_topic, topics=topics, bootstrap_servers=settings.bootstrap_servers,
@@ -232,7 +246,9 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
         suite=suite, model_store=settings.model_store, model_ref=str(model_ref(options)),
         model_refresh_seconds=options.model_refresh_seconds, validation_engine=options.validation_engine,
         secret_file=str(settings.pseudonym.secret_file) if settings.pseudonym.secret_file else None,
-        s3=settings.s3_for(settings.model_store, tier_uri), tier=tier_uri, context=context, alarm=alarm)
+        s3=settings.s3_for(settings.model_store, tier_uri), tier=tier_uri, context=context, alarm=alarm,
+        shadow_ref=str(ModelRef.parse(getattr(options, "shadow"))) if shadow_manifest is not None else None,
+        shadow_manifest=shadow_manifest)
 
 
 @dataclass
@@ -242,6 +258,7 @@ class ScoredTables:
     scored: Table
     alerts: Table
     dead_letters: Table
+    shadow: Table | None = None  # both models' scores per event, when the plan scores in shadow
 
 
 RAW_COLUMNS = ("record_key", "payload", "kafka_partition", "kafka_offset", "kafka_timestamp")
@@ -275,9 +292,16 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
                           context=plan.context)
     # The boundary comes right after the Python calls: any later expression that reads their
     # results twice (the CASE below, each sink's projection) would otherwise call them again.
+    shadow_calls = []
+    if plan.shadow_ref:  # the same inputs, a second model: its score goes to the shadow topic only
+        shadow = anomaly_udf(plan.model_store, plan.shadow_ref, features=plan.features, schema=plan.schema_id,
+                             fallback=plan.shadow_manifest.get("number"), refresh_seconds=plan.model_refresh_seconds,
+                             s3=plan.s3, context=plan.context)
+        shadow_calls = [shadow(*model_inputs).alias("shadow_s")]
     checked = computed_once(decoded.add_columns(
         check.alias("validation_error"),
         anomaly(*model_inputs).alias("s"),
+        *shadow_calls,
     ), proctime=ALERT_TIME)
     scored_all = checked.add_columns(
         col("s").get("score").alias("score"),
@@ -309,7 +333,15 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
     ))
     dead_letters = out.dead_letters.project(
         sealed.add_columns(*[col("sealed").get(f.name).alias(f.name) for f in SEALED_TYPE.fields]))
-    return ScoredTables(scored, alerts, dead_letters)
+    shadowed = None
+    if plan.shadow_ref:
+        from connectors.records import shadow_contract
+
+        shadowed = shadow_contract(plan.schema).project(scored_rows.add_columns(
+            col("shadow_s").get("score").alias("shadow_score"),
+            col("shadow_s").get("is_anomaly").alias("shadow_is_anomaly"),
+            col("shadow_s").get("model_version").alias("shadow_model_version")))
+    return ScoredTables(scored, alerts, dead_letters, shadowed)
 
 
 CONTEXT_KEY, CONTEXT_TIME, ALERT_TIME = "_ctx_key", "_ctx_pt", "_alert_pt"

@@ -25,6 +25,12 @@ def attach(statements: Any, tables: ScoredTables, plan: ScoringPlan, *, exactly_
         statements.add_insert(kafka_sink(contract, plan.topics[name], plan.bootstrap_servers,
                                          exactly_once=exactly_once,
                                          transactional_prefix=f"{plan.transactional_prefix}-{name}"), table)
+    if tables.shadow is not None:
+        from connectors.records import shadow_contract
+
+        statements.add_insert(kafka_sink(shadow_contract(plan.schema), plan.topics["shadow"], plan.bootstrap_servers,
+                                         exactly_once=exactly_once,
+                                         transactional_prefix=f"{plan.transactional_prefix}-shadow"), tables.shadow)
     if plan.tier:
         descriptor, partitioned = parquet_tier(plan.tier, tables.scored, out.time, out.tier)
         statements.add_insert(descriptor, partitioned)

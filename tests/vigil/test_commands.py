@@ -14,7 +14,7 @@ COMMANDS = [
     "connectors.topics:TOPICS", "connectors.mqtt_bridge", "stack.__main__:STACK",
     "benchmarks.pipeline.run", "benchmarks.score_function", "benchmarks.validation_cost",
     "jobs.models:MODELS", "jobs.dead_letters", "jobs.dashboard", "jobs.register_topic", "vigil.backfill",
-    "jobs.monitor", "jobs.retrain",
+    "jobs.monitor", "jobs.retrain", "jobs.shadow",
 ]
 
 
