@@ -280,7 +280,8 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
     manifest = train_from_kafka(settings, TrainOptions(topic=o.topic, quiet=True))
     ev = manifest["metrics"].get("evaluation", {})
     print(f"model {manifest['version']} published to {settings.model_store} as {manifest['alias']}")
-    if "champion" not in manifest["alias"].split(", "):  # an earlier demo's model is the champion: the demo owns this model
+    if "champion" not in manifest["alias"].split(", "):
+        # an earlier demo's version is the champion; the demo owns this model and scores with the new one
         from connectors.model_registry import ModelRegistry
 
         registry = ModelRegistry(settings.model_store, settings.s3_for(settings.model_store))

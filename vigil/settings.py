@@ -328,8 +328,8 @@ class VigilSettings(BaseSettings):
             model["store"] = (home / "models").as_uri()
         if not pseudonym.get("secret_file"):
             pseudonym["secret_file"] = home / "secrets" / "pseudonym.key"
-        return {**data, "home": home, "host": host, "tier": data.get("tier") or "", "kafka": kafka, "s3": s3, "mqtt": mqtt,
-                "model": model, "pseudonym": pseudonym}
+        return {**data, "home": home, "host": host, "tier": data.get("tier") or "", "kafka": kafka, "s3": s3,
+                "mqtt": mqtt, "model": model, "pseudonym": pseudonym}
 
     # --- building -----------------------------------------------------------------------------
     @classmethod
