@@ -30,12 +30,13 @@ from pathlib import Path
 
 import pytest
 
-from vigil.settings import PROJECT_ROOT
+from vigil.settings import PROJECT_ROOT, VigilSettings
 
 DOC = PROJECT_ROOT / "docs" / "own-data.md"
 EXAMPLES = PROJECT_ROOT / "docs" / "examples"
 TOPIC = "plant-a"  # the page's topic, renamed per run
 BROKER = "127.0.0.1:9092"  # the page's broker address, replaced by the test broker's
+S3 = "http://127.0.0.1:9000"  # the page's S3 address, replaced by the settings' endpoint
 COMMAND_TIMEOUT_S = 300
 FENCE = re.compile(r"^```console[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
@@ -92,10 +93,11 @@ def missing_line(expected: list[str], output: str) -> str | None:
     return None
 
 
-def renamed(text: str, topic: str, broker: str) -> str:
-    """The page's topic and broker address replaced by this run's."""
+def renamed(text: str, topic: str, broker: str, s3: str = S3) -> str:
+    """The page's topic, broker and S3 addresses replaced by this run's (the tests' services may
+    listen on other ports: VIGIL_KAFKA_PORT, VIGIL_S3_PORT)."""
     text = re.sub(rf"(?<![\w.-]){re.escape(TOPIC)}(?![\w-])", topic, text)
-    return text.replace(BROKER, broker)
+    return text.replace(BROKER, broker).replace(S3, s3)
 
 
 def reader_folder(root: Path) -> Path:
@@ -141,7 +143,8 @@ def test_the_walkthrough_runs_as_written(kafka_bootstrap, tmp_path):
     broker = str(kafka_bootstrap)
     root = reader_folder(tmp_path / "project")
     env = reader_environment(root, broker)
-    steps = [Step(renamed(s.command, topic, broker), s.line, [renamed(e, topic, broker) for e in s.expected])
+    s3 = VigilSettings.load().s3.endpoint
+    steps = [Step(renamed(s.command, topic, broker, s3), s.line, [renamed(e, topic, broker, s3) for e in s.expected])
              for s in steps_of(DOC.read_text(encoding="utf-8"))]
     assert steps, f"{DOC} has no ```console commands"
     for step in steps:
