@@ -23,3 +23,10 @@ def test_readings_the_kafka_range_holds_or_the_tier_holds_twice_are_left_out():
 def test_the_training_time_range_applies_to_the_history_too():
     kept = history_beside(_history(), [], "t", "2026-01-01T00:01:00Z", "2026-01-02T00:00:00Z")
     assert list(zip(kept[PARTITION], kept[OFFSET])) == [(0, 6), (0, 10)]
+
+
+def test_readings_without_a_source_position_are_all_kept():
+    """Parquet written elsewhere has no source partition/offset: nothing to match, nothing dropped."""
+    history = _history().assign(**{PARTITION: float("nan"), OFFSET: float("nan")})
+    assert len(history_beside(history, [PartitionRange(0, 0, 100)], "t", None, None)) == 6
+    assert len(history_beside(_history().drop(columns=[PARTITION, OFFSET]), [], "t", None, None)) == 6
