@@ -187,6 +187,8 @@ def activate(settings: VigilSettings) -> None:
     # launcher appends HADOOP_CLASSPATH. Only here: the standalone cluster's daemons take
     # environment() as it is and load the reporter from plugins/, as Flink intends.
     env["HADOOP_CLASSPATH"] = os.pathsep.join([env["HADOOP_CLASSPATH"], *map(str, reporter_jars(settings))])
+    if os.environ.get("JAVA_HOME") == "":  # PyFlink's launcher would run "bin/java"; PATH's java is meant
+        del os.environ["JAVA_HOME"]
     os.environ.update(env)
 
 

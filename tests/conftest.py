@@ -28,6 +28,15 @@ def _restore_environment():
     # set by PyFlink's loopback workers while a job runs in this process, it can outlive the job (in
     # a module fixture's setup); a subprocess that inherits it refuses to start its own Flink
     os.environ.pop("PYFLINK_GATEWAY_DISABLED", None)
+    # A loopback worker copies its job's environment when it starts, which may be after the test
+    # that ran the job ended; a standalone cluster's job brings that cluster's FLINK_CONF_DIR (gone
+    # once its module stops it) and the JAVA_HOME="" of Flink's scripts, and every later JVM this
+    # process or its children start would read a missing config or run "bin/java".
+    if os.environ.get("JAVA_HOME") == "":
+        del os.environ["JAVA_HOME"]
+    conf_dir = os.environ.get("FLINK_CONF_DIR")
+    if conf_dir and not os.path.isdir(conf_dir):
+        del os.environ["FLINK_CONF_DIR"]
     saved = dict(os.environ)
     yield
     for key in set(os.environ) - set(saved):
