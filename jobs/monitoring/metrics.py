@@ -33,6 +33,11 @@ NORMAL_LABELS = frozenset({"", "none", "normal"})
 DEFAULT_BINS = 10
 
 
+def _finite(value: Any) -> bool:
+    """A real number (not a bool, NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 # --- labels -------------------------------------------------------------------------------------
 
 def is_fault(label: Any) -> bool:
@@ -263,12 +268,8 @@ class Monitor:
         version = str(record.get("model_version") or "unknown")
         info = self.model(version)
         ms = epoch_ms(record.get(info.time))
-        if ms is None:
-            self.malformed += 1
-            return
-        minute = ms - ms % MINUTE_MS
-        if minute < self.closed_until:
-            self.late += 1
+        minute = self._open_minute(ms)
+        if minute is None:
             return
         self.max_time = max(self.max_time, ms)
         if source is not None:
@@ -276,7 +277,7 @@ class Monitor:
         bucket = self.buckets.setdefault((minute, version), _Bucket())
         bucket.events += 1
         score = record.get("score")
-        if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
+        if _finite(score):
             bucket.scores.append(float(score))
         else:
             bucket.unscored += 1
@@ -285,7 +286,7 @@ class Monitor:
         if info.baseline is not None:   # counted into the baseline's bins at once: memory stays small
             for name, fb in info.baseline["features"].items():
                 value = record.get(name)
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                if _finite(value):
                     counts = bucket.bins.get(name)
                     if counts is None:
                         counts = bucket.bins[name] = [0] * (len(fb["edges"]) + 1)
@@ -295,15 +296,21 @@ class Monitor:
             bucket.counts.add(flagged, is_fault(record.get(info.label)))
 
     def add_dead_letter(self, record: Mapping[str, Any]) -> None:
-        ms = epoch_ms(record.get("source_timestamp")) if isinstance(record, Mapping) else None
+        minute = self._open_minute(epoch_ms(record.get("source_timestamp")) if isinstance(record, Mapping) else None)
+        if minute is not None:
+            self.dead[minute] = self.dead.get(minute, 0) + 1
+
+    def _open_minute(self, ms: int | None) -> int | None:
+        """The minute a record at ``ms`` counts in; None (counted as malformed or late) when it has no
+        time or its minute was already published."""
         if ms is None:
             self.malformed += 1
-            return
+            return None
         minute = ms - ms % MINUTE_MS
         if minute < self.closed_until:
             self.late += 1
-            return
-        self.dead[minute] = self.dead.get(minute, 0) + 1
+            return None
+        return minute
 
     def expect(self, source: Any, seen: float = 0.0) -> None:
         """A source that has records to come (as of ``seen``): minutes wait for it until it is idle."""
