@@ -452,14 +452,13 @@ def history_beside(history: pd.DataFrame, ranges: list[PartitionRange], time_col
     """The tier's readings that add to the Kafka range: each once (by source partition and offset),
     none that the range read too (the same record twice would be trained on twice, or land in the
     evaluation as well as in training), and only those in --from/--to when given."""
-    if PARTITION not in history or OFFSET not in history:
-        keep = np.ones(len(history), dtype=bool)
-    else:  # a reading without its source position (Parquet from elsewhere) cannot repeat one: kept
+    keep = np.ones(len(history), dtype=bool)
+    if PARTITION in history and OFFSET in history:  # without a source position (Parquet from elsewhere): kept
         placed = history[PARTITION].notna() & history[OFFSET].notna()
-        keep = ~(placed & history.duplicated([PARTITION, OFFSET])).to_numpy()
-    for r in ranges if PARTITION in history and OFFSET in history else []:
-        inside = (history[PARTITION] == r.partition) & (history[OFFSET] >= r.start) & (history[OFFSET] < r.end)
-        keep &= ~inside.to_numpy()
+        keep &= ~(placed & history.duplicated([PARTITION, OFFSET])).to_numpy()
+        for r in ranges:
+            inside = (history[PARTITION] == r.partition) & (history[OFFSET] >= r.start) & (history[OFFSET] < r.end)
+            keep &= ~inside.to_numpy()
     if time_col and time_col in history and (start or end):
         times = pd.to_datetime(history[time_col], utc=True, errors="coerce")
         if start:
