@@ -72,6 +72,7 @@ BOUNDED_WATERMARK_DELAY = "INTERVAL '365' DAY(3)"
 def watermark_delay(bounded: bool) -> str:
     return BOUNDED_WATERMARK_DELAY if bounded else WATERMARK_DELAY
 COMPANIONS = ("scored", "alerts", "dlq")
+KAFKA_METADATA = ("kafka_partition", "kafka_offset", "kafka_timestamp")  # what a topic's view keeps of Kafka
 MODELS_VIEW = "model_functions"  # (``models`` is a reserved word of Flink SQL)
 
 
@@ -367,7 +368,7 @@ def raw_table(name: str, options: dict[str, str], delay: str = WATERMARK_DELAY) 
 
 
 def decoded_select(schema: dict[str, Any], source: str, decode: str, validate: tuple[str, list[str]] | None,
-                   keep: Sequence[str] = ("kafka_partition", "kafka_offset", "kafka_timestamp")) -> str:
+                   keep: Sequence[str] = KAFKA_METADATA) -> str:
     """SELECT of a raw table's records decoded, pseudonymised and checked: the decoded columns,
     ``error`` (decode error or validation failure, as a dead-letter reason), then ``keep``.
 
@@ -572,22 +573,21 @@ def placed(models: Sequence[ModelFunction], topics: dict[str, dict[str, Any]]) -
     return out
 
 
-def window_objects(session: Session, s: SessionSettings, topic: str, schema: dict[str, Any],
-                   models: Sequence[ModelFunction]) -> None:
+def window_objects(session: Session, topic: str, schema: dict[str, Any], models: Sequence[ModelFunction]) -> None:
     """One view per window size the session's models read on ``topic``: the topic view's columns plus
     each entity's previous readings of those models' features (``<feature>__lag<k>``, ``_time__lag<k>``),
     so that ``model_functions``' ``call`` scores from it as written."""
     raw = f"{quote(CATALOG)}.{quote(RAW_DB)}.{quote(topic)}"
     decode, validate = session.readers[topic]
     names = [c.name for c in decoded_columns(schema)]
-    kept = ("kafka_partition", "kafka_offset", "kafka_timestamp")
+    checked = decoded_select(schema, raw, decode, validate, keep=(*KAFKA_METADATA, "_proc"))
     for window in sorted({m.window for m in models}):
         wanted = {f for m in models if m.window == window for f in m.features}
         features = [n for n in names if n in wanted]
-        checked = decoded_select(schema, raw, decode, validate, keep=(*kept, "_proc"))
         view = f"{quote(CATALOG)}.{quote(TOPICS_DB)}.{quote(window_view(topic, window))}"
         session.statements.append(f"CREATE VIEW {view} AS\n"
-                                  + window_select(schema, checked, [*names, "error", *kept], features, window))
+                                  + window_select(schema, checked, [*names, "error", *KAFKA_METADATA], features,
+                                                  window))
         session.tables.append(window_view(topic, window))
 
 
@@ -601,7 +601,7 @@ def scored_by_objects(session: Session, topic: str, schema: dict[str, Any], mode
     readings (``error`` null) with the model's ``score``, ``is_anomaly``, ``model_version`` and
     ``partial``; a model with a window reads them from its window view. No argument list to write."""
     names = [quote(c.name) for c in decoded_columns(schema)]
-    kept = [quote(c) for c in ("kafka_partition", "kafka_offset", "kafka_timestamp")]
+    kept = [quote(c) for c in KAFKA_METADATA]
     fields = ", ".join(f"`s`.{quote(f.name)} AS {quote(f.name)}" for f in RESULT_TYPE.fields)
     for m in models:
         source = topic if m.window <= 1 else m.source if m.source == window_view(topic, m.window) else None
@@ -636,7 +636,7 @@ def build_session(s: SessionSettings, topics: dict[str, dict[str, Any]], models:
         topic_objects(session, s, topic, schema, taken, suite=suite, existing=existing, registered=set(topics))
     models = placed(models, shown)
     for topic, schema in shown.items():
-        window_objects(session, s, topic, schema, [m for m in models if m.source == window_view(topic, m.window)])
+        window_objects(session, topic, schema, [m for m in models if m.source == window_view(topic, m.window)])
     for model in models:
         session.add_function(anomaly_function(model.function, s.model_store, model.ref, model.manifest, s3=s.s3,
                                               refresh_seconds=s.model_refresh_seconds, time=model.time), TOPICS_DB)
@@ -734,7 +734,7 @@ def job_objects(session: Session, s: SessionSettings, plan: Any) -> None:
         refresh_seconds=plan.model_refresh_seconds, schema=schema_id(plan.schema), time=time,
         context=plan.context), JOB_DB)
     seal = session.add_function(seal_function(plan.secret_file), JOB_DB)
-    keep = ("record_key", "payload", "kafka_partition", "kafka_offset", "kafka_timestamp")
+    keep = ("record_key", "payload", *KAFKA_METADATA)
     columns = [*(c.name for c in decoded_columns(plan.schema)), "error", *keep]
     if plan.context > 1:  # each reading with its entity's previous ones, as the Table job passes them
         checked = window_select(plan.schema, decoded_select(plan.schema, f"{db}.`source`", decode, validate,
