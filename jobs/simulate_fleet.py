@@ -39,6 +39,14 @@ def _start(text: str) -> str:
     return text
 
 
+def _iso(text: str) -> str:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 time, got {text!r}") from None
+    return text
+
+
 class SimulateOptions(Options):
     topic: str = option("telemetry", "Kafka topic to write (created if missing)")
     vehicles: int = option(FleetSettings.vehicles, "vehicles in the fleet")
@@ -58,6 +66,9 @@ class SimulateOptions(Options):
     regime_changes: float = option(FleetSettings.regime_changes,
                                    "share of readings spent towing a trailer: a regime change, not a fault (no "
                                    "label), [0, 1)")
+    recalibrated_from: str | None = option(None, "event time (ISO 8601 with a zone) from which the gauges read "
+                                                 "recalibrated: drift, not a fault (no label)", parse=_iso,
+                                           show_default="never")
     partitions: int = option(DEFAULT_PARTITIONS, "partitions if the topic is created", ge=1)
 
 
@@ -81,7 +92,9 @@ def fleet_settings(o: SimulateOptions) -> FleetSettings:
     try:
         return FleetSettings(vehicles=o.vehicles, events=o.events, interval_s=interval, start=start,
                              failure_rate=o.failure_rate, seed=o.seed, firmware_versions=tuple(o.firmware),
-                             failure_modes=select_modes(o.failure_modes), regime_changes=o.regime_changes)
+                             failure_modes=select_modes(o.failure_modes), regime_changes=o.regime_changes,
+                             recalibrated_from=datetime.fromisoformat(o.recalibrated_from) if o.recalibrated_from
+                             else None)
     except ValueError as exc:
         raise OptionsError(str(exc)) from None
 

@@ -17,6 +17,8 @@ from jobs.simulation.fleet import (
     HARD_MODES,
     HARD_REGIME_CHANGES,
     MODE_GROUPS,
+    RECALIBRATION,
+    STEADY_SENSORS,
     FleetSettings,
     event_time_ms,
     generate,
@@ -26,5 +28,6 @@ from jobs.simulation.produce import produce, summary
 from jobs.simulation.vehicle import PHYSICAL_RANGES
 
 __all__ = ["DEFAULT_FIRMWARE", "DEFAULT_MODES", "FAILURE_MODES", "FIXED_START", "HARD_CLI_FLAGS", "HARD_FAILURE_RATE",
-           "HARD_MODES", "HARD_REGIME_CHANGES", "MODE_GROUPS", "PHYSICAL_RANGES", "FleetSettings", "event_time_ms",
+           "HARD_MODES", "HARD_REGIME_CHANGES", "MODE_GROUPS", "PHYSICAL_RANGES", "RECALIBRATION", "STEADY_SENSORS",
+           "FleetSettings", "event_time_ms",
            "generate", "produce", "select_modes", "summary"]

@@ -10,7 +10,9 @@ outside the normal envelope from their first reading: a per-reading model catche
 show only against the other signals or the sensor's own history: ``sensor_drift`` (a calibration
 ramp) and ``sensor_stuck`` (a frozen value). ``regime_changes`` adds unlabelled stretches of
 towing a heavy trailer: a changepoint in how the vehicle is driven that is not a fault (bait for
-false alarms). A benchmark asks for the hard case with
+false alarms). ``recalibrated_from`` is drift, not a fault: from that event time on, the fleet's
+gauges read offset by ``RECALIBRATION`` (a workshop recalibrated them; no label), which a model
+trained before it no longer fits. A benchmark asks for the hard case with
 ``FleetSettings(failure_modes=HARD_MODES, failure_rate=HARD_FAILURE_RATE,
 regime_changes=HARD_REGIME_CHANGES)`` or, on the command line, ``--failure-modes hard`` plus
 ``HARD_CLI_FLAGS``. Sensor faults last longer than vehicle faults (up to 300 readings), so at the
@@ -42,6 +44,15 @@ HARD_CLI_FLAGS: tuple[str, ...] = ("--failure-rate", f"{HARD_FAILURE_RATE:g}",
 MODE_GROUPS: dict[str, tuple[str, ...]] = {"default": DEFAULT_MODES, "hard": HARD_MODES, "all": FAILURE_MODES}
 FIXED_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 DEFAULT_FIRMWARE: tuple[str, ...] = ("3.1.4", "3.2.0", "3.2.1")
+# What ``recalibrated_from`` does to the readings: the tire gauges read 40 kPa high (2 to 10 sd of
+# a tire's normal spread) and the accelerometer's vertical axis 0.3 g (it was remounted).
+RECALIBRATION: dict[str, float] = {"tire_pressure_fl_kpa": 40.0, "tire_pressure_fr_kpa": 40.0,
+                                   "tire_pressure_rl_kpa": 40.0, "tire_pressure_rr_kpa": 40.0, "accel_z_g": 0.3}
+# Sensors without a slow state. The simulated fleet's coolant warms up, its tires warm and its
+# battery voltage follows a charge that climbs after the start, so a minute of those is never
+# distributed like the whole training range (their PSI is large in normal minutes too); a minute of
+# the fleet is compared with the training baseline on these.
+STEADY_SENSORS: tuple[str, ...] = ("accel_x_g", "accel_z_g")
 _BLOCK = 256  # readings per vehicle computed at once; fixed so the output never depends on run length
 
 
@@ -58,6 +69,8 @@ class FleetSettings:
     of a few hundred readings, each begun and ended at a standstill, in which throttle, rpm, air
     flow, coolant and electrical load rise the way the physics says; they are not faults and carry
     no label. 0 (the default) leaves the output exactly as without the setting.
+    ``recalibrated_from`` (timezone-aware, or None: never) is the event time from which every
+    vehicle's gauges read ``RECALIBRATION`` higher (no label); the readings before it are unchanged.
     """
 
     vehicles: int = 20
@@ -69,6 +82,7 @@ class FleetSettings:
     firmware_versions: tuple[str, ...] = DEFAULT_FIRMWARE
     failure_modes: tuple[str, ...] = DEFAULT_MODES
     regime_changes: float = 0.0
+    recalibrated_from: datetime | None = None
 
     def __post_init__(self) -> None:
         for name in ("vehicles", "events"):
@@ -87,6 +101,10 @@ class FleetSettings:
             raise ValueError(f"regime_changes must be in [0, 1), got {self.regime_changes!r}")
         if not isinstance(self.start, datetime) or self.start.utcoffset() is None:
             raise ValueError(f"start must be a timezone-aware datetime, got {self.start!r}")
+        if self.recalibrated_from is not None and (not isinstance(self.recalibrated_from, datetime)
+                                                   or self.recalibrated_from.utcoffset() is None):
+            raise ValueError(f"recalibrated_from must be a timezone-aware datetime or None, got "
+                             f"{self.recalibrated_from!r}")
         start = self.start.astimezone(timezone.utc)
         object.__setattr__(self, "start", start.replace(microsecond=start.microsecond // 1000 * 1000))
         firmware = tuple(self.firmware_versions) if not isinstance(self.firmware_versions, str) else ()
@@ -150,11 +168,16 @@ def generate(settings: FleetSettings) -> Iterator[dict[str, Any]]:
     # by offset orders the whole stream by event time.
     fleet.sort(key=lambda v: (v.offset_ms, v.index))
     remaining = settings.events
+    recalibrated = settings.recalibrated_from
     while remaining > 0:
         blocks = [v.next_block(_BLOCK) for v in fleet]
         for step in range(_BLOCK):
             for rows in blocks:
-                yield dict(zip(FIELDS, rows[step]))
+                record = dict(zip(FIELDS, rows[step]))
+                if recalibrated is not None and record["event_time"] >= recalibrated:
+                    for name, offset in RECALIBRATION.items():
+                        record[name] = round(record[name] + offset, 3)
+                yield record
                 remaining -= 1
                 if remaining == 0:
                     return

@@ -18,9 +18,7 @@ TIRES = ("tire_pressure_fl_kpa", "tire_pressure_fr_kpa", "tire_pressure_rl_kpa",
 # a recalibration of the fleet's gauges: every tire reads 15 kPa high (about 2 to 5 sd), the
 # accelerometer's vertical axis 0.06 g high (about 3 sd)
 RECALIBRATION = {**{tire: 15.0 for tire in TIRES}, "accel_z_g": 0.06}
-# sensors without a slow state: in the simulated fleet coolant warms up, batteries drain, tires warm,
-# so a minute of those is never distributed like the training minutes (their PSI is large throughout)
-STEADY = ("accel_x_g", "accel_z_g", "battery_voltage_v")
+STEADY = simulation.STEADY_SENSORS   # the sensors a minute's drift is measured on (no slow state)
 VEHICLES, INTERVAL_S = 100, 20.0                 # 300 readings a minute
 _FLEET: dict[int, list[dict[str, Any]]] = {}
 

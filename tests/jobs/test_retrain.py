@@ -11,12 +11,14 @@ import pytest
 from connectors.kafka_io import read_all
 from connectors.model_registry import ModelRegistry
 from jobs import retrain
-from tests.jobs.monitoring_data import STEADY, TIRES, produce, segment
+from jobs.simulation import RECALIBRATION
+from tests.jobs.monitoring_data import STEADY, produce, segment
 
 pytestmark = pytest.mark.kafka
 
-# a recalibration the autoencoder sees at once: tires 40 kPa high, the vertical accelerometer 0.3 g
-STRONG = {**{tire: 40.0 for tire in TIRES}, "accel_z_g": 0.3}
+# the simulator's recalibration, which the autoencoder sees at once: tires 40 kPa high, the vertical
+# accelerometer 0.3 g
+STRONG = RECALIBRATION
 # small, quick models that read each vehicle's last 2 readings (40 s: a change of the data shows in few windows)
 TRAIN = ["--epochs", "15", "--members", "1", "--patience", "3", "--window", "2", "--quiet",
          "--drift-features", ",".join(STEADY)]

@@ -22,6 +22,7 @@ from jobs.simulation import (
     HARD_FAILURE_RATE,
     HARD_MODES,
     HARD_REGIME_CHANGES,
+    RECALIBRATION,
     FleetSettings,
     event_time_ms,
     generate,
@@ -266,6 +267,7 @@ def test_start_and_interval_are_honoured():
     ({"interval_s": math.inf}, "inf"), ({"seed": -1}, "-1"), ({"start": datetime(2026, 1, 1)}, "2026"),
     ({"firmware_versions": ()}, "()"), ({"failure_modes": ("flat_battery",)}, "flat_battery"),
     ({"failure_modes": ("sensor_stuck", "sensor_stuck")}, "sensor_stuck"), ({"failure_modes": ("hard",)}, "hard"),
+    ({"recalibrated_from": datetime(2026, 1, 1)}, "2026"), ({"recalibrated_from": "soon"}, "soon"),
     ({"regime_changes": 1.0}, "1.0"), ({"regime_changes": -0.5}, "-0.5"), ({"regime_changes": math.nan}, "nan"),
 ])
 def test_bad_settings_raise_value_error_naming_the_value(kwargs: dict, named: str):
@@ -277,6 +279,7 @@ def test_bad_settings_raise_value_error_naming_the_value(kwargs: dict, named: st
     (["--rate", "20", "--interval", "1"], "--interval"), (["--rate", "20", "--start", "fixed"], "--start"),
     (["--start", "yesterday"], "yesterday"), (["--failure-rate", "1.5"], "1.5"), (["--vehicles", "0"], "0"),
     (["--failure-modes", "hard,gremlins"], "gremlins"), (["--regime-changes", "1.25"], "1.25"),
+    (["--recalibrated-from", "after lunch"], "after lunch"), (["--recalibrated-from", "2026-01-01T00:10"], "zone"),
 ])
 def test_cli_rejects_bad_flags_before_touching_kafka(flags: list[str], named: str,
                                                    capsys: pytest.CaptureFixture[str]):
@@ -442,3 +445,18 @@ def test_main_produces_the_hard_modes_when_asked(kafka_bootstrap: str, new_topic
     labels = Counter(deserialize(msg.value())["failure_label"] for msg in read_all(kafka_bootstrap, topic))
     assert set(labels) == {None, *HARD_MODES}
     assert all(f"{mode}={labels[mode]}" in out for mode in HARD_MODES)
+
+
+def test_a_recalibration_offsets_the_gauges_from_its_time_on_and_changes_nothing_else():
+    base = FleetSettings(vehicles=5, events=3000, seed=3)
+    at = base.start + timedelta(seconds=300)
+    plain = pd.DataFrame(generate(base))
+    shifted = pd.DataFrame(generate(dataclasses.replace(base, recalibrated_from=at)))
+    after = plain["event_time"] >= at
+    assert 0 < after.sum() < len(plain)
+    for name in plain.columns:
+        if name in RECALIBRATION:
+            delta = (shifted[name] - plain[name]).round(3)
+            assert (delta[~after] == 0).all() and (delta[after] == RECALIBRATION[name]).all(), name
+        else:   # labels too: a recalibration is drift, not a fault
+            pd.testing.assert_series_equal(shifted[name], plain[name])
