@@ -1,4 +1,4 @@
-"""The whole story on one machine: simulate -> train from Kafka -> score continuously -> summary.
+"""The whole story on one machine: simulate -> train from Kafka -> score -> drift -> monitor -> retrain -> summary.
 
     vigil demo            (what `make demo` runs after starting the services)
 
@@ -6,14 +6,22 @@
 2. the autoencoder is trained straight from that Kafka log and published to the model store;
 3. the Table API scoring job (jobs.score_events) starts on the embedded mini-cluster and keeps
    running, while the same fleet drives on live (sped up) and a few broken records arrive;
-4. alerts are printed as the job commits them; at the end the job is stopped and a summary
-   compares the alerts with the simulator's labels, and shows where the Parquet history is.
+4. alerts are printed as the job commits them;
+5. drift: a workshop recalibrates the fleet's gauges (``FleetSettings.recalibrated_from``: not a
+   fault, no label) and the champion flags the new normal;
+6. ``vigil monitor`` reads the scored topic and reports the drift (and the false alarms) as
+   model-events;
+7. one cycle of ``vigil retrain`` trains a challenger on the recalibrated window, compares it with
+   the champion on held-out readings and promotes it; the running job picks it up without a
+   restart;
+8. the job is stopped and a summary compares each version's alerts with the simulator's labels,
+   and shows where the Parquet history is.
 
 The demo owns its topics (``demo.telemetry*``) and tier folder and resets them at the start, so
-every run tells the same story; the trained model stays in the registry (model demo.telemetry).
-It runs the
-parts the way a user does: the simulator and the trainer through their library functions, the
-scoring job as its own process (``python -m jobs.score_events``).
+every run tells the same story; the trained models stay in the registry (model demo.telemetry).
+It runs the parts the way a user does: the simulator and the trainer through their library
+functions, the scoring job, the monitor and the retraining cycle as their own processes
+(``python -m jobs.<name>``).
 """
 from __future__ import annotations
 
@@ -26,6 +34,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +63,8 @@ class DemoOptions(Options):
     live_seconds: int = option(20, "wall-clock seconds of live traffic", ge=1)
     live_speed: int = option(10, "simulated seconds per wall-clock second", ge=1)
     alerts_shown: int = option(25, "live alerts printed at most", ge=0)
+    drift_minutes: int = option(10, "simulated minutes of traffic after the gauges' recalibration, then monitor, "
+                                    "retrain and promote (0: no drift chapter)", ge=0)
     dashboard_port: int = option(8050, "port of the live dashboard (0: any free port)", ge=0, le=65535)
 
 
@@ -200,22 +211,97 @@ def wait_until_scored(bootstrap: str, topic: str, expected: int, timeout: float)
     return done
 
 
-def summarise(bootstrap: str, topic: str, tier: str, manifest: dict[str, Any], produced: int,
-              live_from: str) -> None:
+def scored_frame(bootstrap: str, topic: str) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame([json.loads(m.value()) for m in read_all(bootstrap, f"{topic}.scored")],
+                        columns=OUT.scored.names)
+
+
+def anomaly_rate(rows: Any) -> float:
+    return float(rows["is_anomaly"].fillna(False).astype(bool).mean()) if len(rows) else 0.0
+
+
+def run_step(module: str, *args: str) -> None:
+    """``python -m <module> <args>`` as its own process, its output shown as it comes; RuntimeError
+    when it fails (its own one-line error is above)."""
+    code = subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT).returncode
+    if code:
+        raise RuntimeError(f"python -m {module} exited with {code}")
+
+
+def recalibration(settings: VigilSettings, o: DemoOptions, step: Callable[[str], None], skip: int,
+                  produced: int) -> tuple[int, str]:
+    """Steps 5-7: drift, the monitor, a retraining cycle; returns (records produced, the time of the
+    recalibration) or raises RuntimeError when the job does not keep up."""
+    from jobs.simulation import RECALIBRATION, STEADY_SENSORS, FleetSettings, produce
+
+    bootstrap, topic = settings.bootstrap_servers, o.topic
+    fleet = FleetSettings(vehicles=o.history_vehicles)
+    at = fleet.start + dt.timedelta(seconds=-(-skip // o.history_vehicles) * fleet.interval_s)
+    shifted = ", ".join(f"{k} +{v:g}" for k, v in RECALIBRATION.items())
+    step(f"drift: at {at:%H:%M:%S} a workshop recalibrates every vehicle's gauges ({shifted}); "
+           f"{o.drift_minutes} minutes of traffic follow")
+    events = o.history_vehicles * 60 * o.drift_minutes
+    fleet = FleetSettings(vehicles=o.history_vehicles, events=skip + events, recalibrated_from=at)
+    produce(fleet, bootstrap, topic, skip=skip)
+    produced += events
+    if wait_until_scored(bootstrap, topic, produced, timeout=240) < produced:
+        raise RuntimeError("the scoring job did not keep up with the recalibrated traffic")
+    scored = scored_frame(bootstrap, topic)
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%S")
+    before, after = scored[scored[OUT.time] < stamp], scored[scored[OUT.time] >= stamp]
+    print(f"  the champion flags {anomaly_rate(after):.1%} of the {len(after)} recalibrated readings "
+          f"({anomaly_rate(before):.1%} of the {len(before)} before); none of them is a fault")
+
+    step("vigil monitor: per model version and minute, to Kafka; thresholds crossed become model-events")
+    flags = ["--bootstrap-servers", bootstrap, "--model-store", settings.model_store, "--quiet",
+             "--drift-features", ",".join(STEADY_SENSORS)]
+    run_step("jobs.monitor", "--scored", f"{topic}.scored", "--dlq", f"{topic}.dlq", "--bounded", *flags)
+    minutes = [json.loads(m.value()) for m in read_all(bootstrap, f"{topic}.metrics")]
+    psi = {False: [], True: []}
+    for m in minutes:
+        if (m.get("drift") or {}).get("max_psi") is not None and m["minute"][:19] != stamp[:16] + ":00":
+            psi[m["minute"][:19] >= stamp].append(m["drift"]["max_psi"])
+    if psi[False] and psi[True]:
+        print(f"  max PSI of {', '.join(STEADY_SENSORS)} per minute: {min(psi[False]):.2f} .. {max(psi[False]):.2f} "
+              f"before the recalibration, {min(psi[True]):.2f} .. {max(psi[True]):.2f} after "
+              f"(metrics in {topic}.metrics)")
+
+    step("vigil retrain: a challenger trained on the recalibrated window, compared with the champion on "
+           "held-out readings")
+    hours = (o.drift_minutes - 1) / 60   # the window holds recalibrated readings only
+    run_step("jobs.retrain", "--topic", topic, "--once", "--last-hours", f"{hours:.4f}", *flags)
+    time.sleep(8)   # the job looks at the registry every 5 s (--model-refresh-seconds)
+    more = o.history_vehicles * 60
+    fleet = FleetSettings(vehicles=o.history_vehicles, events=skip + events + more, recalibrated_from=at)
+    print(f"  one more minute of traffic for the running job, {more} readings", flush=True)
+    produce(fleet, bootstrap, topic, skip=skip + events)
+    produced += more
+    if wait_until_scored(bootstrap, topic, produced, timeout=180) < produced:
+        raise RuntimeError("the scoring job did not score the last minute in time")
+    return events + more, stamp
+
+
+def summarise(bootstrap: str, topic: str, tier: str, produced: int, live_from: str,
+              recalibrated: str | None) -> None:
     import numpy as np
     import pandas as pd
 
     from jobs.training.trainer import classification_metrics
 
-    scored = pd.DataFrame([json.loads(m.value()) for m in read_all(bootstrap, f"{topic}.scored")],
-                          columns=OUT.scored.names)
+    scored = scored_frame(bootstrap, topic)
     dlq = [json.loads(m.value()) for m in read_all(bootstrap, f"{topic}.dlq")]
     episodes = sum(json.loads(m.value())["status"] == "open" for m in read_all(bootstrap, f"{topic}.alerts"))
 
     def flags(rows: pd.DataFrame) -> np.ndarray:
         return rows["is_anomaly"].fillna(False).to_numpy(dtype=bool)
 
-    metrics = classification_metrics(flags(scored), scored[OUT.label])
+    def line(rows: pd.DataFrame) -> str:
+        m = classification_metrics(flags(rows), rows[OUT.label])
+        return (f"{m['rows']} readings, {m['anomalies']} labelled: precision {m['precision']:.3f}  recall "
+                f"{m['recall']:.3f}  F1 {m['f1']:.3f}  false-positive rate {m['false_positive_rate']:.4f}")
+
     print(f"  events produced      {produced}")
     print(f"  events scored        {len(scored)}  (model version(s): {', '.join(sorted(set(scored['model_version'])))})")
     print(f"  anomalies / alarm episodes  {int(flags(scored).sum())} / {episodes}")
@@ -223,15 +309,21 @@ def summarise(bootstrap: str, topic: str, tier: str, manifest: dict[str, Any], p
                                                           Counter(d['stage'] for d in dlq).most_common()))
     for d in dlq:
         print(f"      p{d['source_partition']}@{d['source_offset']}: {d['reason'][:100]}")
-    print(f"  against the simulator's labels ({metrics['anomalies']} labelled failures among {metrics['rows']}):")
-    print(f"      precision {metrics['precision']:.3f}  recall {metrics['recall']:.3f}  F1 {metrics['f1']:.3f}  "
-          f"false-positive rate {metrics['false_positive_rate']:.4f}")
-    print("      recall by failure mode: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics["recall_by_mode"].items()))
-    live = scored[scored[OUT.time] >= live_from]
+    after = scored[OUT.time] >= recalibrated if recalibrated else pd.Series(False, index=scored.index)
+    first = sorted(set(scored["model_version"]), key=lambda v: int(v.rsplit("@", 1)[-1]))
+    print("  against the simulator's labels, by the version that scored each reading:")
+    for version in first:
+        mine = scored["model_version"] == version
+        for part, when in ((mine & ~after, "before the recalibration"), (mine & after, "after the recalibration")):
+            if part.any():
+                print(f"      {version} {when if recalibrated else ''}".rstrip() + f": {line(scored[part])}")
+    first_part = scored[(scored["model_version"] == first[0]) & ~after]
+    metrics = classification_metrics(flags(first_part), first_part[OUT.label])
+    print(f"      recall by failure mode ({first[0]}): " +
+          ", ".join(f"{k} {v:.2f}" for k, v in metrics["recall_by_mode"].items()))
+    live = first_part[first_part[OUT.time] >= live_from]
     if len(live):
-        m = classification_metrics(flags(live), live[OUT.label])
-        print(f"      live traffic only ({m['rows']} readings, {m['anomalies']} labelled): precision {m['precision']:.3f}"
-              f"  recall {m['recall']:.3f}  false-positive rate {m['false_positive_rate']:.4f}")
+        print(f"      live traffic only ({first[0]}): {line(live)}")
     folder = tier.removeprefix("file://")
     files = [p for p in Path(folder).rglob("part-*") if not p.name.startswith(".")]
     if files:
@@ -267,7 +359,13 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
     if url:
         print(f"live dashboard: {url}  (open it now: it updates while the demo runs)", flush=True)
 
-    banner(f"1/5 simulate the fleet's history into Kafka topic {o.topic}")
+    total = 8 if o.drift_minutes else 5
+    steps = iter(range(1, total + 1))
+
+    def step(text: str) -> None:
+        banner(f"{next(steps)}/{total} {text}")
+
+    step(f"simulate the fleet's history into Kafka topic {o.topic}")
     from connectors import schema_store
     from connectors.kafka_io import create_topic
 
@@ -276,7 +374,7 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
     schema_store.register(bootstrap, o.topic, load_schema())
     print(summary(produce(history, bootstrap, o.topic), o.topic))
 
-    banner("2/5 train the autoencoder straight from the Kafka log")
+    step("train the autoencoder straight from the Kafka log")
     manifest = train_from_kafka(settings, TrainOptions(topic=o.topic, quiet=True))
     ev = manifest["metrics"].get("evaluation", {})
     print(f"model {manifest['version']} published to {settings.model_store} as {manifest['alias']}")
@@ -294,7 +392,7 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
               f"precision {ev['precision']:.3f}, recall {ev['recall']:.3f}, F1 {ev['f1']:.3f}, "
               f"false-positive rate {ev['false_positive_rate']:.4f}")
 
-    banner("3/5 start the scoring job (Table API) on the embedded Flink mini-cluster")
+    step("start the scoring job (Table API) on the embedded Flink mini-cluster")
     log_path = demo_dir / "score_events.log"
     proc = start_scoring(settings, o, tier, log_path)
     print(f"  job log: {log_path}")
@@ -305,7 +403,7 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
     follower = threading.Thread(target=follow_alerts, args=(bootstrap, f"{o.topic}.alerts", stop_event, shown,
                                                             o.alerts_shown, live_from), daemon=True)
     try:
-        banner(f"4/5 live traffic: the fleet drives on ({o.live_speed}x real time) for {o.live_seconds} s, "
+        step(f"live traffic: the fleet drives on ({o.live_speed}x real time) for {o.live_seconds} s, "
                f"plus a few broken records; alerts as the job commits them")
         follower.start()
         # the same fleet, continuing its timeline where the history ended, sped up
@@ -322,11 +420,15 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
             print(f"error: only {done} of {produced} records were scored or dead-lettered in time; see {log_path}",
                   file=sys.stderr)
             return 1
+        recalibrated = None
+        if o.drift_minutes:
+            more, recalibrated = recalibration(settings, o, step, o.history_events + live_events, produced)
+            produced += more
     finally:
         stop_event.set()
         stop(proc)
-    banner("5/5 summary")
-    summarise(bootstrap, o.topic, tier, manifest, produced, live_from)
+    step("summary")
+    summarise(bootstrap, o.topic, tier, produced, live_from, recalibrated)
     print(f"\n  model report (loss curves, error histogram): {settings.model_store.removeprefix('file://')}/"
           f"{manifest['model_name']}/artifacts/{manifest['artifact']}/report.png")
     if url:

@@ -50,7 +50,7 @@ VIGIL = LazyGroup("vigil", __doc__, {
     "topics": ("connectors.topics:TOPICS", "Kafka topics: create, describe, delete, list, peek"),
     "mqtt": ("connectors.mqtt_bridge:COMMAND", "bridge MQTT devices into a Kafka topic"),
     "dashboard": ("jobs.dashboard:COMMAND", "a live local dashboard of a scored topic"),
-    "demo": ("jobs.run_demo:COMMAND", "the whole story on this machine: simulate, train, score, summary"),
+    "demo": ("jobs.run_demo:COMMAND", "the whole story here: simulate, train, score, drift, retrain, summary"),
     "bench": ("vigil.cli:BENCH", "benchmarks (pipeline, score-function, validation-cost)"),
 }, prog="vigil")
 
