@@ -44,7 +44,7 @@ from connectors.kafka_io import (PartitionRange, check_broker, client_config, co
                                  end_offsets)
 from connectors.model_registry import CHALLENGER, CHAMPION, ModelRegistry, RegistryError, Version
 from connectors.model_store import ModelStoreError
-from jobs.monitoring.metrics import drift
+from udfs.drift import drift
 from jobs.monitoring.policy import Decision, Policy, decide, figures
 from jobs.training.trainer import OFFSET, PARTITION, TrainOptions, read_topic, train_from_kafka
 from udfs.feature_set import FeatureError, context_from_frame, time_millis

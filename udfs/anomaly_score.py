@@ -43,6 +43,7 @@ import pandas as pd
 from pyflink.table import DataTypes
 from pyflink.table.udf import FunctionContext, ScalarFunction, udf
 
+from udfs.drift import DriftWindow
 from vigil.settings import S3Settings, VigilSettings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: CUDA-probe noise on CPU hosts
@@ -50,6 +51,7 @@ log = logging.getLogger("vigil.udfs.anomaly_score")
 
 REFRESH_SECONDS = 30.0    # how often a worker scoring an alias looks where it points
 NO_MODEL = "none"         # model_version of rows no model could score
+DRIFT_WINDOW = 1000       # readings per subtask in each window of the drift gauges
 RESULT_TYPE = DataTypes.ROW([
     DataTypes.FIELD("score", DataTypes.DOUBLE()),
     DataTypes.FIELD("is_anomaly", DataTypes.BOOLEAN()),
@@ -306,6 +308,19 @@ class AnomalyScore(ScalarFunction):
         metrics.gauge(group, "score_p99", lambda: self._last["p99"] * 1_000_000)
         # wall time of the latest batch's model call (event-to-score latency: benchmarks/pipeline.py)
         metrics.gauge(group, "scoring_latency_ms", lambda: round(self._last["latency_ms"]))
+        # input drift of the latest full window of DRIFT_WINDOW readings against the model's training
+        # baseline, in millionths; -1 until a window is full, or for a manifest without a baseline
+        self._drift: DriftWindow | None = None
+        metrics.gauge(group, "drift_max_psi", lambda: self._drift_gauge(None))
+        model = self.handle.model
+        for name in model.features.names if model is not None else ():
+            metrics.gauge(group.add_group("feature", name) if group is not None else None, "drift_psi",
+                          lambda name=name: self._drift_gauge(name))
+
+    def _drift_gauge(self, feature: str | None) -> int:
+        value = None if self._drift is None else (
+            self._drift.max_psi if feature is None else self._drift.latest.get(feature))
+        return -1 if value is None else round(value * 1_000_000)
 
     def eval(self, *columns: pd.Series) -> pd.DataFrame:
         from udfs.feature_set import FeatureError, context_from_columns
@@ -331,6 +346,10 @@ class AnomalyScore(ScalarFunction):
         self._version_info.set(model.version)
         scores, flags, status = model.score_context(ctx)
         self._observe(scores, flags, started)
+        if self._drift is None or self._drift.version != model.version:   # a new version: its own baseline
+            self._drift = DriftWindow(model.manifest.get("baseline"), model.features.names, DRIFT_WINDOW,
+                                      version=model.version)
+        self._drift.add(ctx.values[:, 0, :])
         # object dtype with None: PyFlink's Arrow writer rejects pandas' nullable "boolean" arrays
         return pd.DataFrame({"score": scores, "is_anomaly": flags,
                              "model_version": np.full(len(scores), model.version, dtype=object),

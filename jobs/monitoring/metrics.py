@@ -5,15 +5,9 @@ Pure: no Kafka here. ``Monitor`` is fed parsed records (``add_scored``, ``add_de
 ``close()`` returns the metrics records of the minutes that are complete and the model-events of
 the thresholds crossed; ``jobs/monitor.py`` is the consumer loop around it.
 
-The training baseline (``baseline()``, kept as ``baseline`` in the manifest by the trainer): per
-feature, the edges of ``bins`` quantile bins of the readings the model was fitted on (their minimum,
-the inner quantiles, their maximum) and the share of those readings in each bin: bin i holds
-edges[i-1] <= x < edges[i], so bin 0 holds what is below every training reading (share 0) and the
-last bin what is at or above the training maximum; a reading outside the training range counts. The population
-stability index of a minute's readings against it is ``sum((a - e) * ln(a / e))`` over the bins
-(a, e: the minute's and the baseline's shares, each floored at ``PSI_FLOOR`` so an empty bin does
-not give infinity). The usual reading: < 0.1 stable, 0.1 to 0.2 a moderate shift, > 0.2 a shift
-that matters (the default drift threshold).
+Drift is the population stability index (PSI) of a minute's readings against the training baseline
+in the version's manifest; udfs/drift.py defines both (a scoring UDF computes the same PSI for its
+``drift_max_psi`` gauge).
 """
 from __future__ import annotations
 
@@ -27,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from udfs.drift import psi_of_counts, summarise_drift
+
 MINUTE_MS = 60_000
-PSI_FLOOR = 1e-4
 NORMAL_LABELS = frozenset({"", "none", "normal"})
-DEFAULT_BINS = 10
 
 
 def _finite(value: Any) -> bool:
@@ -96,63 +90,6 @@ def confusion(flags: Iterable[bool], labels: Iterable[Any]) -> Confusion:
     for flagged, label in zip(flags, labels):
         out.add(bool(flagged), is_fault(label))
     return out
-
-
-# --- baseline and PSI ---------------------------------------------------------------------------
-
-def baseline(values: np.ndarray, names: Sequence[str], bins: int = DEFAULT_BINS) -> dict[str, Any]:
-    """The training baseline of ``values`` (rows x len(names)): per feature, quantile bin edges and
-    the share of rows per bin (see the module docstring). Duplicate edges (a feature with few
-    distinct values) are merged, so a feature may have fewer bins."""
-    values = np.asarray(values, dtype=np.float64)
-    features: dict[str, Any] = {}
-    for j, name in enumerate(names):
-        column = values[:, j]
-        column = column[np.isfinite(column)]
-        if not len(column):
-            continue
-        edges = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)))
-        counts = np.bincount(np.searchsorted(edges, column, side="right"), minlength=len(edges) + 1)
-        features[name] = {"edges": [float(e) for e in edges], "shares": [float(c) for c in counts / len(column)]}
-    return {"method": f"{bins} quantile bins of the training readings; PSI = sum((a - e) ln(a / e)), shares "
-                      f"floored at {PSI_FLOOR:g}", "bins": bins, "rows": int(len(values)), "features": features}
-
-
-def psi(feature_baseline: Mapping[str, Any], values: Iterable[float]) -> float | None:
-    """The population stability index of ``values`` against one feature's baseline (None: no values)."""
-    x = np.asarray([v for v in values if v is not None], dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if not len(x):
-        return None
-    edges = np.asarray(feature_baseline["edges"], dtype=np.float64)
-    expected = np.maximum(np.asarray(feature_baseline["shares"], dtype=np.float64), PSI_FLOOR)
-    actual = np.bincount(np.searchsorted(edges, x, side="right"), minlength=len(edges) + 1) / len(x)
-    actual = np.maximum(actual, PSI_FLOOR)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
-
-
-def psi_of_counts(feature_baseline: Mapping[str, Any], counts: Sequence[int]) -> float | None:
-    """PSI of readings already counted into the baseline's bins (None: no readings)."""
-    total = sum(counts)
-    if not total:
-        return None
-    expected = np.maximum(np.asarray(feature_baseline["shares"], dtype=np.float64), PSI_FLOOR)
-    actual = np.maximum(np.asarray(counts, dtype=np.float64) / total, PSI_FLOOR)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
-
-
-def summarise_drift(values: Mapping[str, float | None], watched: Sequence[str] | None) -> dict[str, Any]:
-    values = {k: round(v, 5) for k, v in values.items() if v is not None}
-    candidates = [k for k in values if watched is None or k in watched]
-    top = max(candidates, key=values.get) if candidates else None
-    return {"psi": values, "max_psi": values[top] if top else None, "max_feature": top}
-
-
-def drift(base: Mapping[str, Any], columns: Mapping[str, Sequence[float]],
-          watched: Sequence[str] | None = None) -> dict[str, Any]:
-    """PSI per feature of ``columns`` against ``base`` (a manifest's ``baseline``), the largest and its
-    feature (the largest among ``watched`` when given)."""
-    return summarise_drift({name: psi(fb, columns.get(name, ())) for name, fb in base["features"].items()}, watched)
 
 
 # --- times --------------------------------------------------------------------------------------

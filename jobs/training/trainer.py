@@ -23,7 +23,7 @@ from connectors.errors import DecodeError
 from connectors.kafka_io import PartitionRange, check_broker, consume_ranges, plan_ranges
 from connectors.model_registry import ModelRegistry
 from connectors.payloads import PayloadDecoder
-from jobs.monitoring.metrics import baseline as input_baseline
+from udfs.drift import baseline as input_baseline
 from udfs.feature_set import DEFAULT_STATS, Context, FeatureError, FeatureSet, context_from_frame
 from vigil.commands import Options, comma_list, int_list, option, partition_offsets
 from vigil.settings import S3Settings, VigilSettings

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.monitoring.metrics import (MINUTE_MS, ModelInfo, Monitor, Thresholds, baseline, confusion, epoch_ms,
-                                     is_fault, psi)
+from jobs.monitoring.metrics import MINUTE_MS, ModelInfo, Monitor, Thresholds, confusion, epoch_ms, is_fault
 from jobs.monitoring.policy import decide, figures
+from udfs.drift import baseline, psi
 
 T0 = epoch_ms("2026-01-01T00:00:00")
 

@@ -75,3 +75,33 @@ def test_decode_counts_dead_letters(tmp_path):
     fn.open(ctx)
     fn.eval(pd.Series([b"\x00", b"garbage!", None], dtype=object))
     assert ctx.metrics.children["vigil"].counters["dead_letters"] == 3
+
+
+def test_anomaly_reports_the_drift_of_its_input_against_the_training_baseline(trained_model):
+    from jobs.simulation import RECALIBRATION
+    from udfs.anomaly_score import DRIFT_WINDOW
+    from udfs.drift import psi
+
+    uri, manifest = trained_model
+    ctx = Context()
+    fn = AnomalyScore(uri, REF)
+    fn.open(ctx)
+    vigil = ctx.metrics.children["vigil"]
+    names = manifest["features"]["names"]
+    assert set(vigil.children) >= {f"feature={n}" for n in names}
+    assert vigil.gauges["drift_max_psi"]() == -1                    # no full window yet
+
+    frame = simulated_frame(events=DRIFT_WINDOW, seed=11)           # the fleet as trained: one full window
+    fn.eval(*model_inputs(frame, manifest))
+    expected = {n: psi(manifest["baseline"]["features"][n], frame[n]) for n in names}
+    for n in names:
+        assert vigil.children[f"feature={n}"].gauges["drift_psi"]() == round(expected[n] * 1_000_000), n
+    assert vigil.gauges["drift_max_psi"]() == round(max(expected.values()) * 1_000_000)
+
+    shifted = simulated_frame(events=DRIFT_WINDOW, seed=12)         # the gauges recalibrated
+    for name, offset in RECALIBRATION.items():
+        shifted[name] += offset
+    fn.eval(*model_inputs(shifted, manifest))
+    z = vigil.children["feature=accel_z_g"].gauges["drift_psi"]()
+    assert z > 1_000_000 and z > 4 * vigil.children["feature=accel_x_g"].gauges["drift_psi"]()   # not recalibrated
+    assert z == round(psi(manifest["baseline"]["features"]["accel_z_g"], shifted["accel_z_g"]) * 1_000_000)
