@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import uuid
 from collections.abc import Callable
 
@@ -37,11 +38,40 @@ def _restore_environment():
     conf_dir = os.environ.get("FLINK_CONF_DIR")
     if conf_dir and not os.path.isdir(conf_dir):
         del os.environ["FLINK_CONF_DIR"]
-    saved = dict(os.environ)
+    saved, cwd, path = dict(os.environ), os.getcwd(), list(sys.path)
     yield
     for key in set(os.environ) - set(saved):
         del os.environ[key]
     os.environ.update(saved)
+    # the worker pool also changes directory and sys.path for a job, and restores them only when
+    # its last worker stops (which a killed TaskManager's worker never does)
+    if os.getcwd() != cwd:
+        os.chdir(cwd)
+    sys.path[:] = path
+
+
+_JAVA_CAUSES: dict[str, list[str]] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep the "Caused by" lines of a failed test's Java error: the report's tail shows them (a long
+    Java trace is cut in the middle, where the root cause is)."""
+    report = yield
+    if report.failed and call.excinfo is not None:
+        causes = [line.strip() for line in str(call.excinfo.value).splitlines() if line.strip().startswith("Caused by")]
+        if causes:
+            _JAVA_CAUSES[item.nodeid] = list(dict.fromkeys(causes))[-4:]
+    return report
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _JAVA_CAUSES:
+        terminalreporter.section("root causes of Java errors")
+        for nodeid, causes in _JAVA_CAUSES.items():
+            terminalreporter.write_line(nodeid)
+            for cause in causes:
+                terminalreporter.write_line(f"    {cause[:400]}")
 
 
 @pytest.fixture(scope="session")
