@@ -10,7 +10,8 @@ One cycle:
    timestamps, which Vigil's producers set to the event time); its newest ``--holdout-fraction``
    (by time) is the held-out range, the rest the training range;
 2. a challenger is trained on the training range exactly as ``vigil train`` does (labelled
-   failures left out; ``--eval-fraction 0``: the held-out range is the evaluation) and published
+   failures left out, and with ``--leave-out-flagged`` the readings the scoring job flagged;
+   ``--eval-fraction 0``: the held-out range is the evaluation) and published
    as the model's next version with alias ``challenger`` (a model without a champion gets its
    first version as ``champion`` and the cycle ends there);
 3. champion and challenger score the held-out readings (each reading in its entity's context, as
@@ -89,6 +90,10 @@ class RetrainOptions(Options):
     min_faults: int = option(20, "policy: fewest fault labelled held out readings to compare precision and recall",
                              ge=1)
     min_holdout: int = option(100, "fewest held out readings to decide on (else the cycle refuses)", ge=1)
+    leave_out_flagged: bool = option(False, "challenger training: leave out the readings the scoring job flagged "
+                                            "(<topic>.scored), like labelled failures; off by default, because "
+                                            "after a drift the champion flags the new normal the challenger must "
+                                            "learn")
     epochs: int = option(300, "challenger training: most epochs (early stopping ends sooner)", ge=1)
     members: int = option(3, "challenger training: models in the ensemble", ge=1, le=10)
     window: int = option(8, "challenger training: readings per entity the model reads", ge=2)
@@ -163,7 +168,8 @@ def cycle(settings: VigilSettings, o: RetrainOptions) -> dict[str, Any]:
     print(f"2/4 training the challenger of {name} (champion: {champion.ref if champion else 'none'})", flush=True)
     train = TrainOptions(topic=o.topic, model_name=name, alias=CHALLENGER if champion else CHAMPION,
                          reason=f"retrain: window {iso(start)} .. {iso(cut)}", start=iso(start), end=iso(cut),
-                         eval_fraction=0, epochs=o.epochs, members=o.members, window=o.window, patience=o.patience,
+                         eval_fraction=0, leave_out_flagged=f"{o.topic}.scored" if o.leave_out_flagged else None,
+                         epochs=o.epochs, members=o.members, window=o.window, patience=o.patience,
                          min_rows=o.min_rows, seed=o.seed, quiet=o.quiet)
     published = train_from_kafka(settings, train)
     state = registry.state(name)

@@ -87,9 +87,9 @@ class DriftWindow:
 
     ``add(rows)`` counts each feature's values (rows x features, in ``names`` order) into the
     baseline's bins; once a feature has ``size`` readings, its PSI becomes ``latest[name]`` and its
-    counting starts again (``version`` names the model whose baseline it is). ``max_psi`` is the largest latest PSI among ``watched`` (every feature
-    when None), None before a window is full or without a baseline (a manifest older than
-    baselines)."""
+    counting starts again (``version`` names the model whose baseline it is). ``max_psi`` is the
+    largest latest PSI among ``watched`` (every feature when None), None before a window is full or
+    without a baseline (a manifest older than baselines)."""
 
     def __init__(self, base: Mapping[str, Any] | None, names: Sequence[str], size: int = 1000,
                  watched: Sequence[str] | None = None, version: str | None = None) -> None:

@@ -62,6 +62,9 @@ class TrainOptions(Options):
                                        "this topic: its readings that the Kafka range does not hold are added "
                                        "(each once; --from/--to apply)")
     include_labelled: bool = option(False, "train on labelled failures too")
+    leave_out_flagged: str | None = option(None, "a scoring job's scored topic of this topic (<topic>.scored): "
+                                                 "the readings it flagged are left out like labelled failures",
+                                           show_default="none")
     features: list[str] | None = option(None, "feature columns, comma-separated", parse=comma_list,
                                         show_default="every numeric column of the schema")
     context: Literal["window", "stats", "point"] = option(
@@ -103,6 +106,7 @@ class TrainOptions(Options):
 # --- data ---------------------------------------------------------------------------------------
 
 PARTITION, OFFSET = "_partition", "_offset"  # where each record was in the log (the jobs' reading order)
+FLAGGED = "_flagged"   # a reading a scoring job flagged (--leave-out-flagged): not a normal context
 
 def read_topic(bootstrap: str, options: TrainOptions, schema: dict[str, Any],
                ) -> tuple[pd.DataFrame, list[PartitionRange], int]:
@@ -250,6 +254,7 @@ def no_rows_message(n: int, settings: TrainOptions, left_out: dict[str, int]) ->
     """Why too few readings are left to train on, with the remedies that apply."""
     parts = [f"only {n} readings to train on (need >= {settings.min_rows}; --min-rows lowers that)"]
     remedies = {"labelled": "--include-labelled trains on them too",
+                "flagged": "without --leave-out-flagged they are trained on",
                 "warming": "a shorter --window needs fewer readings per entity",
                 "partial": "readings with missing sensors are not trained on",
                 "evaluation": "--eval-fraction 0 keeps none aside"}
@@ -293,16 +298,20 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
     ctx = context_from_frame(frame, features.names, entity_col, time_col, order, features.window)
     _, _, status = features.prepare(ctx)
     full = np.array([note is None for note in status.note])
-    left_out = {"labelled": 0, "warming": int(status.warming[fit_idx].sum()),
+    left_out = {"labelled": 0, "flagged": 0, "warming": int(status.warming[fit_idx].sum()),
                 "partial": int((~full[fit_idx] & ~status.warming[fit_idx]).sum()), "evaluation": len(eval_idx)}
     fit_idx = fit_idx[full[fit_idx]]
-    if not settings.include_labelled:
-        # a reading whose window holds a labelled failure is not a normal context either: trained on,
-        # the model would learn to reconstruct the failure in the window's earlier readings
-        flagged = frame.assign(_labelled=labels.notna().to_numpy(dtype=float))
-        in_window = context_from_frame(flagged, ["_labelled"], entity_col, time_col, order, features.window)
+    # a reading whose window holds a labelled failure (or a reading a job flagged) is not a normal
+    # context either: trained on, the model would learn to reconstruct the failure in the window's
+    # earlier readings
+    for why, marked in (("labelled", None if settings.include_labelled else labels.notna()),
+                        ("flagged", frame[FLAGGED] if FLAGGED in frame else None)):
+        if marked is None:
+            continue
+        marks = frame.assign(_marked=marked.to_numpy(dtype=float))
+        in_window = context_from_frame(marks, ["_marked"], entity_col, time_col, order, features.window)
         normal = ~(np.nan_to_num(in_window.values[fit_idx, :, 0]) > 0).any(axis=1)
-        left_out["labelled"] = int((~normal).sum())
+        left_out[why] = int((~normal).sum())
         fit_idx = fit_idx[normal]
     if len(fit_idx) < settings.min_rows:
         raise FeatureError(no_rows_message(len(fit_idx), settings, left_out))
@@ -468,6 +477,26 @@ def history_beside(history: pd.DataFrame, ranges: list[PartitionRange], time_col
     return history[keep].reset_index(drop=True)
 
 
+def flagged_by(bootstrap: str, scored_topic: str, frame: pd.DataFrame) -> pd.Series:
+    """Which rows of ``frame`` (read from the scored topic's input) the scoring job flagged: its scored
+    records with ``is_anomaly`` true, matched by source partition and offset."""
+    import json
+
+    from connectors.kafka_io import read_all
+    from connectors.records import SOURCE_FIELDS
+
+    partition, offset = SOURCE_FIELDS
+    flagged = set()
+    for message in read_all(bootstrap, scored_topic):   # ConnectorError naming a missing topic
+        try:
+            record = json.loads(message.value())
+        except (TypeError, ValueError):
+            continue   # not a scored record: nothing flagged
+        if isinstance(record, dict) and record.get("is_anomaly") is True:
+            flagged.add((record.get(partition), record.get(offset)))
+    return pd.Series([(p, o) in flagged for p, o in zip(frame[PARTITION], frame[OFFSET])], index=frame.index)
+
+
 def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str, Any]:
     """Read, train, evaluate and publish; returns the published manifest."""
     bootstrap = settings.bootstrap_servers
@@ -479,6 +508,9 @@ def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str
     sources = {"kafka": {"topic": options.topic, "bootstrap_servers": bootstrap,
                          "schema": schema_id(schema),
                          "ranges": [r.__dict__ for r in ranges], "undecodable": undecodable}}
+    if options.leave_out_flagged:
+        frame[FLAGGED] = flagged_by(bootstrap, options.leave_out_flagged, frame)
+        sources["flagged"] = {"topic": options.leave_out_flagged, "rows": int(frame[FLAGGED].sum())}
     if options.history:
         pseudonym = f"{role['entity']}_pseudonym"
         history = read_history(options.history, [*features.names, *(c for c in role.values() if c), pseudonym,

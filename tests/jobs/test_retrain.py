@@ -96,3 +96,42 @@ def test_an_empty_topic_is_one_clear_line(kafka_bootstrap, new_topic, tmp_path, 
                          "--model-store", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: topic {topic!r} holds no records to train on"]
+
+
+def test_the_loop_runs_a_cycle_every_interval_and_goes_on_after_a_failed_one(kafka_bootstrap, new_topic, tmp_path):
+    """`--every`: the first cycle fails (the topic's schema is not registered yet) and says so in one
+    line; the loop goes on, the next cycles publish, and Ctrl-C between cycles ends it with 0."""
+    import signal
+    import subprocess
+    import sys
+
+    from connectors import schema_store
+
+    topic = new_topic("loop")
+    command = [sys.executable, "-m", "jobs.retrain", "--topic", topic, "--every", "2s", "--last-hours", str(10 / 60),
+               "--bootstrap-servers", kafka_bootstrap, "--model-store", str(tmp_path), *TRAIN]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and sum("decision recorded" in line for line in lines) < 2:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip())
+            if "this cycle failed" in line and not schema_store.lookup(kafka_bootstrap, topic):
+                produce(kafka_bootstrap, topic, segment(0, 10))      # registers the schema and writes the readings
+        assert sum("decision recorded" in line for line in lines) == 2, "\n".join(lines)
+        while not lines[-1].startswith("next cycle at"):             # between cycles: asleep
+            lines.append(proc.stdout.readline().rstrip())
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, "\n".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    failed = [line for line in lines if "this cycle failed" in line]
+    assert failed and all(line.startswith("error: this cycle failed: ") for line in failed), "\n".join(lines)
+    assert not any("Traceback" in line for line in lines)
+    events = [json.loads(m.value()) for m in read_all(kafka_bootstrap, f"{topic}.model-events")]
+    assert [e["decision"] for e in events][:1] == ["first"] and len(events) == 2
+    assert ModelRegistry(str(tmp_path)).state(topic).aliases["champion"] in (1, 2)

@@ -127,3 +127,35 @@ def test_training_is_reproducible_with_a_seed(fleet_topic, kafka_bootstrap, tmp_
                                      TrainOptions(topic=fleet_topic, end_offsets=stop, epochs=3, seed=5, quiet=True))
         thresholds.append(m["threshold"])
     np.testing.assert_allclose(thresholds[0], thresholds[1], rtol=1e-5)
+
+
+def test_readings_a_job_flagged_are_left_out_like_labelled_failures(fleet_topic, kafka_bootstrap, tmp_path):
+    """A scored topic that flags exactly the labelled readings leaves out what the labels would."""
+    import json
+
+    from confluent_kafka import Producer
+
+    from connectors.kafka_io import client_config, create_topic
+
+    options = TrainOptions(topic=fleet_topic, end="2026-01-01T00:05:00Z", epochs=2, members=1, quiet=True,
+                           model_name="flagged", min_rows=100)
+    frame, _, _ = trainer.read_topic(kafka_bootstrap, options, schema_store.require(kafka_bootstrap, fleet_topic))
+    scored = f"{fleet_topic}.flagged.scored"
+    create_topic(kafka_bootstrap, scored)
+    producer = Producer(client_config(kafka_bootstrap))
+    for p, o, label in zip(frame[trainer.PARTITION], frame[trainer.OFFSET], frame["failure_label"]):
+        producer.produce(scored, value=json.dumps({"source_partition": int(p), "source_offset": int(o),
+                                                   "is_anomaly": label is not None}).encode())
+    producer.produce(scored, value=b"not json")      # a stray record flags nothing
+    assert producer.flush(30) == 0
+    settings = VigilSettings.load().evolve(kafka__bootstrap_servers=kafka_bootstrap, model__store=str(tmp_path))
+
+    by_labels = trainer.train_from_kafka(settings, options)["metrics"]["rows"]
+    by_flags = trainer.train_from_kafka(settings, options.model_copy(update={"include_labelled": True,
+                                                                         "leave_out_flagged": scored}))
+    assert by_labels["left_out"]["labelled"] > 0 and by_labels["left_out"]["flagged"] == 0
+    assert by_flags["metrics"]["rows"]["left_out"]["labelled"] == 0
+    assert by_flags["metrics"]["rows"]["left_out"]["flagged"] == by_labels["left_out"]["labelled"]
+    assert by_flags["metrics"]["rows"]["train"] == by_labels["train"]
+    assert by_flags["training"]["sources"]["flagged"] == {"topic": scored,
+                                                          "rows": int(frame["failure_label"].notna().sum())}
