@@ -44,7 +44,7 @@ from connectors.avro_serde import load_schema
 from connectors.errors import ConnectorError
 from connectors.kafka_io import check_broker, client_config, read_all
 from connectors.records import outputs
-from vigil.commands import Options, command, option
+from vigil.commands import Options, OptionsError, command, option
 from vigil.settings import PROJECT_ROOT, VigilSettings
 
 # The demo's topic holds the simulator's telemetry: its outputs' field names come from the contract.
@@ -347,6 +347,8 @@ def run(settings: VigilSettings, o: DemoOptions) -> int:
     from jobs.simulation import FleetSettings, produce, summary
     from jobs.training.trainer import TrainOptions, train_from_kafka
 
+    if 0 < o.drift_minutes < 4:   # retraining needs a window of recalibrated readings, the first minute left out
+        raise OptionsError(f"--drift-minutes must be 0 (no drift chapter) or at least 4, got {o.drift_minutes}")
     bootstrap = settings.bootstrap_servers
     tier = o.tier or (settings.home / "tier" / "demo").as_uri()
     demo_dir = settings.home / "demo"

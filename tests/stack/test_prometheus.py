@@ -195,6 +195,10 @@ def test_prometheus_scrapes_vigil_metrics_of_a_scoring_job(prometheus: Prometheu
         assert value(prometheus, f"max({PREFIX}scoring_latency_ms{of_job})") is not None
         info = query(prometheus, f"{PREFIX}model_version_info{of_job} == 1")
         assert {s["metric"]["model_version"] for s in info} == {sanitized(manifest["version"])}
+        # input drift: a series per feature; 300 readings fill no window of DRIFT_WINDOW (1000): -1
+        drift = query(prometheus, f"{PREFIX}feature_drift_psi{of_job}")
+        assert {s["metric"]["feature"] for s in drift} == set(manifest["features"]["names"])
+        assert value(prometheus, f"max({PREFIX}drift_max_psi{of_job})") == -1
         # docs/cluster.md lists what the job exports in the vigil group; besides, only the alert counter
         # and the model-handle counters, which have no series before their first event
         exported = {s["metric"]["__name__"] for s in query(prometheus, f'{{__name__=~"{PREFIX}.*",job_id="{job_id}"}}')}
