@@ -2,20 +2,25 @@
 
     vigil monitor --scored telemetry.scored --dlq telemetry.dlq            # keeps running
     vigil monitor --scored telemetry.scored --bounded                      # up to the current end, then stops
+    vigil monitor --scored telemetry.scored --labels telemetry.labels      # labels that come later, on a topic
 
-Reads the scored topic (and the dead-letter topic, if given) with its own consumer: read_committed,
-from the earliest offset (``--from-latest``: only new records), no consumer-group offsets committed.
-Records are grouped by ``model_version`` and by the minute of their event time; once event time has
-passed a minute's end by ``--lateness-seconds`` (or the input has been quiet that long, or with
-``--bounded`` at the end; what the topics held at start is read in full first, as a scoring job's
-output is in no event-time order over a backlog) one JSON record per (version, minute) goes to the metrics topic (key: the
-version): events scored, anomaly rate, score quantiles, dead letters of the minute, drift (PSI per
-feature against the training baseline in the version's manifest, and the largest) and, where the
-records carry the model's label column, precision/recall/false-alarm rate of the minute and over
-the last ``--rolling-minutes``. A threshold crossed (max PSI above ``--drift-threshold``, rolling
-false-alarm rate above ``--max-false-alarm-rate``, rolling recall below ``--min-recall``) for
-``--persist-minutes`` minutes in a row writes a model-event (``status: raised``, at the minute it
-is confirmed), and so does its return (``cleared``).
+Reads the scored topic (and the dead-letter and label topics, if given) with its own consumer:
+read_committed, from the earliest offset (``--from-latest``: only new records), no consumer-group
+offsets committed. Records are grouped by ``model_version`` and by the minute of their event time;
+once event time has passed a minute's end by ``--lateness-seconds`` (or the input has been quiet
+that long, or with ``--bounded`` at the end; what the topics held at start is read in full first, as
+a scoring job's output is in no event-time order over a backlog) one JSON record per (version,
+minute) goes to the metrics topic (key: the version): events scored, anomaly rate, score quantiles,
+dead letters of the minute, drift (PSI per feature against the training baseline in the version's
+manifest, and the largest) and, where labels arrive, precision/recall/false-alarm rate of the
+minute and over the last ``--rolling-minutes``. Labels come in the scored records (the model's
+label column) or on a label topic (``--labels``: JSON ``{"entity": <the entity pseudonym>, "time":
+<event time>, "label": <fault or null>}``), before or after the reading, until its minute is
+published; a topic label takes the place of the reading's in-event one; one for a minute already
+published is counted as late and left out. A threshold crossed (max PSI above
+``--drift-threshold``, rolling false-alarm rate above ``--max-false-alarm-rate``, rolling recall
+below ``--min-recall``) for ``--persist-minutes`` minutes in a row writes a model-event (``status:
+raised``, at the minute it is confirmed), and so does its return (``cleared``).
 docs/monitoring.md lists every field.
 """
 from __future__ import annotations
@@ -31,9 +36,10 @@ from connectors.errors import ConnectorError
 from connectors.kafka_io import check_broker, client_config, create_topic, end_offsets
 from connectors.model_registry import ModelRef, ModelRegistry, RegistryError
 from connectors.model_store import ModelStoreError
+from connectors.privacy import pseudonym
 from jobs.monitoring.metrics import ModelInfo, Monitor, Thresholds
 from vigil.commands import Options, comma_list, command, option
-from vigil.settings import VigilSettings
+from vigil.settings import VigilSettings, read_pseudonym_secret
 
 
 def base_topic(scored: str) -> str:
@@ -46,6 +52,11 @@ class MonitorOptions(Options):
     scored: str = option(..., "the scored topic to watch (<input>.scored)")
     dlq: str | None = option(None, "the dead-letter topic of the same job (<input>.dlq): dead letters per minute",
                              show_default="none")
+    labels: str | None = option(None, 'a topic of labels, before or after their readings: JSON {"entity": <entity '
+                                      'pseudonym>, "time": <event time>, "label": <fault or null>}',
+                                show_default="none")
+    labels_by_id: bool = option(False, "the label topic's entity is the entity's own id (as in the input topic): the "
+                                       "monitor pseudonymises it with the settings' secret, as the jobs do")
     metrics_topic: str | None = option(None, "topic the metrics records of each minute go to",
                                        show_default="<input>.metrics")
     events_topic: str | None = option(None, "topic the events of thresholds crossed go to",
@@ -89,10 +100,11 @@ def model_info(settings: VigilSettings, label_column: str | None) -> Any:
                              note=f"not found in the model registry {settings.model_store}: {exc}")
         training = manifest.get("training") or {}
         label, time_col = label_column or training.get("label"), training.get("time") or fallback.time
+        entity = f"{training['entity']}_pseudonym" if training.get("entity") else None   # else the Kafka key
         if "baseline" not in manifest:
             return ModelInfo(version, None, label, time_col, note="its manifest has no baseline (trained before "
-                                                                  "baselines were kept)")
-        return ModelInfo(version, manifest["baseline"], label, time_col)
+                                                                  "baselines were kept)", entity=entity)
+        return ModelInfo(version, manifest["baseline"], label, time_col, entity=entity)
 
     return info
 
@@ -124,11 +136,17 @@ def describe_event(e: dict[str, Any]) -> str:
 
 
 def run(settings: VigilSettings, o: MonitorOptions) -> int:
+    if o.labels and o.labels in (o.scored, o.dlq):
+        raise ValueError(f"--labels {o.labels}: the label topic must be a topic of its own, not the scored or "
+                         f"dead-letter one")
+    # SettingsError (one line) when the secret cannot be read
+    secret = read_pseudonym_secret(settings.pseudonym.secret_file, secret=settings.pseudonym.secret) \
+        if o.labels and o.labels_by_id else None
     bootstrap = settings.bootstrap_servers
     check_broker(bootstrap)
     base = base_topic(o.scored)
     metrics_topic, events_topic = o.metrics_topic or f"{base}.metrics", o.events_topic or f"{base}.model-events"
-    topics = [o.scored, *([o.dlq] if o.dlq else [])]
+    topics = [o.scored, *([o.dlq] if o.dlq else []), *([o.labels] if o.labels else [])]
     marks = {t: end_offsets(bootstrap, t) for t in topics}   # ConnectorError naming a missing topic
     for topic in (metrics_topic, events_topic):
         create_topic(bootstrap, topic)
@@ -137,7 +155,7 @@ def run(settings: VigilSettings, o: MonitorOptions) -> int:
                             min_normal=o.min_normal, min_faults=o.min_faults, rolling_minutes=o.rolling_minutes,
                             persist_minutes=o.persist_minutes)
     monitor = Monitor(model_info(settings, o.label_column), thresholds, lateness_ms=int(o.lateness_seconds * 1000),
-                      drift_features=o.drift_features)
+                      drift_features=o.drift_features, label_topic=bool(o.labels))
     producer = Producer({**client_config(bootstrap), "acks": "all", "enable.idempotence": True, "linger.ms": 20})
     failures: list[str] = []
     published = {"minutes": 0, "events": 0}
@@ -146,10 +164,10 @@ def run(settings: VigilSettings, o: MonitorOptions) -> int:
         if err is not None:
             failures.append(str(err))
 
-    notes_shown = 0
+    notes_shown, label_problem_shown = 0, False
 
     def publish(final: bool = False) -> None:
-        nonlocal notes_shown
+        nonlocal notes_shown, label_problem_shown
         for key, target in targets.items():   # a partition with records from before the start still to read is busy
             if key[0] == o.scored and position[key] + 1 < target:
                 monitor.expect(key[1], seen=time.monotonic())
@@ -158,6 +176,10 @@ def run(settings: VigilSettings, o: MonitorOptions) -> int:
         for note in monitor.notes[notes_shown:]:
             print(f"note: {note}", flush=True)
         notes_shown = len(monitor.notes)
+        if monitor.label_problem and not label_problem_shown:
+            print(f"note: a record on {o.labels} is not a label and is left out (so is every such record; the "
+                  f"final line counts them): {monitor.label_problem}", flush=True)
+            label_problem_shown = True
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         for m in metrics:
             producer.produce(metrics_topic, key=(m["model_version"] or "").encode(),
@@ -202,10 +224,17 @@ def run(settings: VigilSettings, o: MonitorOptions) -> int:
                 try:
                     record = json.loads(msg.value())
                 except (TypeError, ValueError):
-                    monitor.malformed += 1
+                    if msg.topic() == o.labels:
+                        monitor.malformed_label(f"offset {msg.offset()} of partition {msg.partition()} is not JSON")
+                    else:
+                        monitor.malformed += 1
                     continue
                 if msg.topic() == o.scored:
-                    monitor.add_scored(record, source=msg.partition(), seen=time.monotonic())
+                    monitor.add_scored(record, source=msg.partition(), seen=time.monotonic(), key=msg.key())
+                elif msg.topic() == o.labels:
+                    if secret is not None and isinstance(record, dict) and isinstance(record.get("entity"), str):
+                        record["entity"] = pseudonym(secret, record["entity"])
+                    monitor.add_label(record)
                 else:
                     monitor.add_dead_letter(record)
             if batch:
@@ -229,6 +258,10 @@ def run(settings: VigilSettings, o: MonitorOptions) -> int:
     print(f"published {published['minutes']} metrics record(s) to {metrics_topic}, {published['events']} "
           f"model-event(s) to {events_topic}; {monitor.late} late and {monitor.malformed} malformed record(s) "
           f"left out", flush=True)
+    if o.labels:
+        c = monitor.label_summary()
+        print(f"labels from {o.labels}: {c['matched']} matched a reading; {c['unmatched']} matched none, {c['late']} "
+              f"late (their minute already published) and {c['malformed']} malformed left out", flush=True)
     return 0
 
 

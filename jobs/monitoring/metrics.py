@@ -1,9 +1,10 @@
 """Per-minute model metrics from scored records: volume, anomaly rate, score quantiles, dead letters,
-input drift against the training baseline (PSI) and, where labels arrive, precision/recall/false alarms.
+input drift against the training baseline (PSI) and, where labels arrive (in the scored records or
+later on a label topic), precision/recall/false alarms.
 
-Pure: no Kafka here. ``Monitor`` is fed parsed records (``add_scored``, ``add_dead_letter``) and
-``close()`` returns the metrics records of the minutes that are complete and the model-events of
-the thresholds crossed; ``jobs/monitor.py`` is the consumer loop around it.
+Pure: no Kafka here. ``Monitor`` is fed parsed records (``add_scored``, ``add_dead_letter``,
+``add_label``) and ``close()`` returns the metrics records of the minutes that are complete and the
+model-events of the thresholds crossed; ``jobs/monitor.py`` is the consumer loop around it.
 
 Drift is the population stability index (PSI) of a minute's readings against the training baseline
 in the version's manifest; udfs/drift.py defines both (a scoring UDF computes the same PSI for its
@@ -33,6 +34,10 @@ def _finite(value: Any) -> bool:
 
 
 # --- labels -------------------------------------------------------------------------------------
+
+LABEL_FIELDS = ("entity", "time", "label")   # a label topic's record: which reading, and what it was
+_UNLABELLED = object()                          # a reading no label speaks of (None is a label: normal)
+
 
 def is_fault(label: Any) -> bool:
     """A label names a fault unless it is null, empty, ``none`` or ``normal`` (any case): the
@@ -92,6 +97,32 @@ def confusion(flags: Iterable[bool], labels: Iterable[Any]) -> Confusion:
     return out
 
 
+def entity_of(value: Any) -> str | None:
+    """An entity as matched between scored records and labels: a non-empty string or an integer id
+    (as its text); None otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def label_record_problem(record: Any) -> str | None:
+    """Why a label-topic record is not ``{"entity": ..., "time": ..., "label": ...}`` (None: it is).
+    ``label`` must be there: null (like ``none`` or ``normal``) says the reading was normal."""
+    if not isinstance(record, Mapping):
+        return f"not a JSON object but {type(record).__name__}"
+    missing = [name for name in LABEL_FIELDS if name not in record]
+    if missing:
+        return f"lacks {', '.join(repr(n) for n in missing)} (a label record is {{\"entity\", \"time\", \"label\"}})"
+    if entity_of(record["entity"]) is None:
+        return f"entity {record['entity']!r} is not a non-empty string or an integer"
+    if epoch_ms(record["time"]) is None:
+        return f"time {record['time']!r} is not an ISO-8601 time or epoch milliseconds"
+    if record["label"] is not None and not isinstance(record["label"], str):
+        return f"label {record['label']!r} is not a string or null"
+    return None
+
+
 # --- times --------------------------------------------------------------------------------------
 
 def epoch_ms(value: Any) -> int | None:
@@ -138,13 +169,14 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the monitor knows of a model version: its baseline, label and time columns."""
+    """What the monitor knows of a model version: its baseline, label, time and entity columns."""
 
     version: str
     baseline: dict[str, Any] | None
     label: str | None
     time: str
     note: str | None = None          # why there is no baseline (an older manifest, an unknown version)
+    entity: str | None = None        # the scored records' entity column (``<entity>_pseudonym``)
 
 
 @dataclass
@@ -156,6 +188,9 @@ class _Bucket:
     bins: dict[str, list[int]] = field(default_factory=dict)   # readings per baseline bin, per feature
     labelled: bool = False
     counts: Confusion = field(default_factory=Confusion)
+    # with a label topic: (entity, event time, flag or None, in-event label or _UNLABELLED) of each
+    # reading, matched against the topic's labels when the minute closes
+    readings: list[tuple[str, int, bool | None, Any]] = field(default_factory=list)
 
 
 class Monitor:
@@ -166,14 +201,27 @@ class Monitor:
     records. Event time is the largest seen, or, when records say which ``source`` (partition)
     they come from, the smallest of the sources' largest (a partition read behind the others
     holds the minutes back, as a Flink watermark does); ``close(idle=...)`` leaves out sources
-    idle since before ``idle`` (a wall-clock reading the caller passes with each record). ``close(final=True)`` closes every open minute. A record of a minute
-    already closed is counted in ``late`` and otherwise left out. ``drift_features``: the features
-    whose PSI counts for max PSI and drift events (PSI is reported for every feature either way).
+    idle since before ``idle`` (a wall-clock reading the caller passes with each record).
+    ``close(final=True)`` closes every open minute. A record of a minute already closed is counted
+    in ``late`` and otherwise left out. ``drift_features``: the features whose PSI counts for max PSI
+    and drift events (PSI is reported for every feature either way).
+
+    ``label_topic``: labels also come on their own (``add_label``), matched to the readings by
+    (entity, exact event time) when the reading's minute closes, so a label may come before or after
+    its reading, as long as it comes before the minute is published; it takes the place of the
+    reading's in-event label (it is later knowledge). Labels do not move event time. A label for a
+    minute already published is counted in ``label_counts["late"]`` and left out; one that matches no
+    reading in ``unmatched``; one that is not a label record in ``malformed``.
     """
 
     def __init__(self, info: Callable[[str], ModelInfo], thresholds: Thresholds = Thresholds(),
-                 lateness_ms: int = 30_000, drift_features: Sequence[str] | None = None) -> None:
+                 lateness_ms: int = 30_000, drift_features: Sequence[str] | None = None,
+                 label_topic: bool = False) -> None:
         self.info_of = info
+        self.label_topic = label_topic
+        self.labels: dict[int, dict[tuple[str, int], Any]] = {}   # minute -> (entity, ms) -> label, from the topic
+        self.label_counts = {"matched": 0, "unmatched": 0, "late": 0, "malformed": 0}
+        self.label_problem: str | None = None   # why the first malformed label record was (for the log)
         self.drift_features = list(drift_features) if drift_features else None
         self.thresholds = thresholds
         self.lateness_ms = lateness_ms
@@ -198,7 +246,9 @@ class Monitor:
                                   f"not computed for it")
         return self.models[version]
 
-    def add_scored(self, record: Mapping[str, Any], source: Any = None, seen: float = 0.0) -> None:
+    def add_scored(self, record: Mapping[str, Any], source: Any = None, seen: float = 0.0,
+                   key: Any = None) -> None:
+        """A scored record; ``key``: its Kafka key, the entity when the record has no entity column."""
         if not isinstance(record, Mapping):
             self.malformed += 1
             return
@@ -228,9 +278,41 @@ class Monitor:
                     if counts is None:
                         counts = bucket.bins[name] = [0] * (len(fb["edges"]) + 1)
                     counts[bisect.bisect_right(fb["edges"], value)] += 1
-        if info.label and info.label in record and record.get("is_anomaly") is not None:
+        in_event = record.get(info.label) if info.label and info.label in record else _UNLABELLED
+        flag = None if record.get("is_anomaly") is None else flagged   # None: warming up, in no count
+        entity = entity_of(record.get(info.entity)) if info.entity else None
+        entity = entity or entity_of(key.decode(errors="replace") if isinstance(key, bytes) else key)
+        if self.label_topic and entity is not None:
+            bucket.readings.append((entity, ms, flag, in_event))
+        elif in_event is not _UNLABELLED and flag is not None:
             bucket.labelled = True
-            bucket.counts.add(flagged, is_fault(record.get(info.label)))
+            bucket.counts.add(flag, is_fault(in_event))
+
+    def add_label(self, record: Any) -> None:
+        """A label-topic record ``{"entity", "time", "label"}``: what the entity's reading at that event
+        time was. The last one read for a reading counts. See the class docstring for the rule."""
+        problem = label_record_problem(record)
+        if problem is not None:
+            self.label_counts["malformed"] += 1
+            self.label_problem = self.label_problem or problem
+            return
+        ms = epoch_ms(record["time"])
+        minute = ms - ms % MINUTE_MS
+        if minute < self.closed_until:
+            self.label_counts["late"] += 1
+            return
+        self.labels.setdefault(minute, {})[(entity_of(record["entity"]), ms)] = record["label"]
+
+    def malformed_label(self, problem: str) -> None:
+        """A label-topic record that could not even be read (not JSON)."""
+        self.label_counts["malformed"] += 1
+        self.label_problem = self.label_problem or problem
+
+    def label_summary(self) -> dict[str, int]:
+        """The label counts so far, labels still waiting for their reading counted as unmatched (at the
+        end of a run they never met it)."""
+        waiting = sum(len(labels) for labels in self.labels.values())
+        return {**self.label_counts, "unmatched": self.label_counts["unmatched"] + waiting}
 
     def add_dead_letter(self, record: Mapping[str, Any]) -> None:
         minute = self._open_minute(epoch_ms(record.get("source_timestamp")) if isinstance(record, Mapping) else None)
@@ -273,19 +355,46 @@ class Monitor:
         events: list[dict[str, Any]] = []
         for minute in minutes:
             versions = sorted(v for m, v in self.buckets if m == minute)
-            scored_total = sum(self.buckets[(minute, v)].events for v in versions)
+            buckets = {v: self.buckets.pop((minute, v)) for v in versions}
+            scored_total = sum(b.events for b in buckets.values())
             dead = self.dead.pop(minute, 0)
             dlq = {"count": dead, "rate": dead / (dead + scored_total) if dead + scored_total else None}
+            labels, used = self.labels.pop(minute, {}), set()
+            matched = {v: self._match(b, labels, used) for v, b in buckets.items()}
+            self.label_counts["matched"] += len(used)
+            self.label_counts["unmatched"] += len(labels) - len(used)
             if not versions:
                 metrics.append({"model_version": None, "minute": iso_minute(minute), "minute_ms": minute,
                                 "events": 0, "dlq": dlq})
             for version in versions:
-                record, crossed = self._summarise(minute, version, self.buckets.pop((minute, version)), dlq)
+                record, crossed = self._summarise(minute, version, buckets[version], dlq)
+                if self.label_topic:
+                    record["label_topic"] = {"matched": matched[version], "unmatched": len(labels) - len(used),
+                                             "late": self.label_counts["late"]}
                 metrics.append(record)
                 events.extend(crossed)
         if minutes:
             self.closed_until = max(self.closed_until, minutes[-1] + MINUTE_MS)
+        for minute in [m for m in self.labels if m < self.closed_until]:   # minutes passed without readings
+            self.label_counts["unmatched"] += len(self.labels.pop(minute))
         return metrics, events
+
+    def _match(self, b: _Bucket, labels: dict[tuple[str, int], Any], used: set[tuple[str, int]]) -> int:
+        """Count ``b``'s readings against their labels, a topic label before the in-event one; the
+        number of its readings labelled by the topic (``used``: the topic labels that found a reading)."""
+        matched = 0
+        for entity, ms, flag, in_event in b.readings:
+            label = labels.get((entity, ms), _UNLABELLED)
+            if label is not _UNLABELLED:
+                matched += 1
+                used.add((entity, ms))
+            else:
+                label = in_event
+            if label is not _UNLABELLED and flag is not None:
+                b.labelled = True
+                b.counts.add(flag, is_fault(label))
+        b.readings = []
+        return matched
 
     def _summarise(self, minute: int, version: str, b: _Bucket, dlq: dict[str, Any],
                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:

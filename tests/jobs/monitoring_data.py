@@ -66,9 +66,12 @@ def iso(stamp: Any) -> str:
     return pd.Timestamp(stamp).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
 
 
-def scored_records(frame: pd.DataFrame, folder: Any, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def scored_records(frame: pd.DataFrame, folder: Any, manifest: dict[str, Any],
+                   secret: bytes | None = None) -> list[dict[str, Any]]:
     """The scored records a scoring job writes for ``frame`` with the model (connectors/records.py
-    contract), scored in each vehicle's context as the jobs do."""
+    contract), scored in each vehicle's context as the jobs do; the vehicles' pseudonyms are those
+    of ``secret`` when given (else made up)."""
+    from connectors.privacy import pseudonym
     from connectors.records import outputs
     from udfs.anomaly_score import LoadedModel
     from udfs.feature_set import context_from_frame
@@ -82,7 +85,8 @@ def scored_records(frame: pd.DataFrame, folder: Any, manifest: dict[str, Any]) -
     for i, row in enumerate(frame.to_dict("records")):
         record: dict[str, Any] = dict.fromkeys(out.scored.names)
         record.update({k: v for k, v in row.items() if k in record})
-        record.update({out.entity: "p-" + f"{abs(hash(row['vehicle_id'])):020x}"[:20], "event_time": iso(row["event_time"]),
+        name = pseudonym(secret, row["vehicle_id"]) if secret else "p-" + f"{abs(hash(row['vehicle_id'])):020x}"[:20]
+        record.update({out.entity: name, "event_time": iso(row["event_time"]),
                        "score": None if np.isnan(scores[i]) else float(scores[i]),
                        "is_anomaly": None if flags[i] is None else bool(flags[i]),
                        "model_version": manifest["version"], "partial": status.note[i],

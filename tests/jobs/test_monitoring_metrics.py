@@ -2,6 +2,8 @@
 and the retraining loop's promotion policy (no Kafka)."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,80 @@ def test_a_partition_read_behind_the_others_holds_the_minutes_back_unless_it_is_
     m.add_scored(rec(T0 + MINUTE_MS + 10, 0.0), source=1, seen=102.0)
     metrics, _ = m.close(idle=101.5)
     assert [(r["minute"][14:16], r["events"]) for r in metrics] == [("00", 2)]
+
+
+def by_entity(version: str) -> ModelInfo:
+    """``info`` with an entity column ``e`` in the scored records."""
+    return dataclasses.replace(info(version), entity="e")
+
+
+def test_labels_on_a_topic_match_readings_by_entity_and_exact_time_before_or_after_them():
+    m = Monitor(by_entity, Thresholds(min_events=1), lateness_ms=0, label_topic=True)
+    m.add_label({"entity": "v1", "time": "2026-01-01T00:00:10Z", "label": "tire_leak"})    # before its reading
+    m.add_scored({**rec(T0 + 10_000, 0.0, flag=True), "e": "v1"})                          # so a fault: tp
+    m.add_scored({**rec(T0 + 20_000, 0.0, flag=True, label=None), "e": "v2"})             # in-event: normal
+    unlabelled = {**rec(T0 + 30_000, 0.0), "e": "v3"}
+    del unlabelled["label"]
+    m.add_scored(unlabelled)                                                               # no label in the event
+    m.add_scored({**rec(T0 + 40_000, 0.0, label="tire_leak"), "e": "v4"})                  # in-event only: fn
+    m.add_scored(rec(T0 + 50_000, 0.0, flag=True), key=b"v5")           # no entity column: its Kafka key
+    m.add_label({"entity": "v3", "time": T0 + 30_000, "label": None})                      # after, epoch ms: tn
+    m.add_label({"entity": "v2", "time": "2026-01-01T00:00:20.000", "label": "sensor_drift"})   # wins: tp, not fp
+    m.add_label({"entity": "v5", "time": T0 + 50_000, "label": "normal"})                  # fp, by the key
+    m.add_label({"entity": "v9", "time": T0 + 10_000, "label": "tire_leak"})               # unknown entity
+    m.add_label({"entity": "v1", "time": T0 + 10_001, "label": "tire_leak"})               # not its exact time
+    for bad in ("tire_leak", {"entity": "v1", "time": T0}, {"entity": "v1", "time": "yesterday", "label": None},
+                {"entity": None, "time": T0, "label": None}, {"entity": "v1", "time": T0, "label": 3}):
+        m.add_label(bad)                                                                   # counted, never raised
+    assert m.label_problem == "not a JSON object but str"
+    m.add_scored({**rec(T0 + MINUTE_MS + 5, 0.0), "e": "v1"})                              # event time passes minute 0
+    metrics, _ = m.close()
+    assert [r["minute"][14:16] for r in metrics] == ["00"]
+    first = metrics[0]
+    assert {k: first["labels"][k] for k in ("tp", "fp", "fn", "tn")} == {"tp": 2, "fp": 1, "fn": 1, "tn": 1}
+    assert first["label_topic"] == {"matched": 4, "unmatched": 2, "late": 0}
+    m.add_label({"entity": "v3", "time": T0 + 30_000, "label": "tire_leak"})               # minute 0 published: late
+    m.add_label({"entity": "v1", "time": T0 + MINUTE_MS + 5, "label": "tire_leak"})        # minute 1 still open
+    m.add_label({"entity": "v1", "time": T0 + 5 * MINUTE_MS, "label": None})               # its reading never comes
+    metrics, _ = m.close(final=True)
+    second = metrics[0]
+    assert second["labels"]["fn"] == 1 and second["label_topic"] == {"matched": 1, "unmatched": 0, "late": 1}
+    assert {k: second["rolling"][k] for k in ("tp", "fp", "fn", "tn")} == {"tp": 2, "fp": 1, "fn": 2, "tn": 1}
+    assert m.label_summary() == {"matched": 5, "unmatched": 3, "late": 1, "malformed": 5}
+    assert (m.late, m.malformed) == (0, 0)                 # the scored records' own counts are apart
+
+
+def test_labels_from_a_topic_give_the_same_figures_and_events_as_the_same_labels_in_the_events():
+    rng = np.random.default_rng(5)
+    readings = []
+    for minute in range(6):
+        for i in range(120):
+            fault = rng.random() < 0.1
+            flagged = bool(rng.random() < (0.8 if fault else 0.05 + 0.1 * (minute >= 3)))
+            readings.append({**rec(T0 + minute * MINUTE_MS + i * 500, rng.normal(), flag=flagged,
+                                   label="tire_leak" if fault else None), "e": f"v{i % 40}"})
+    thresholds = Thresholds(min_events=50, min_normal=50, min_faults=5, persist_minutes=1)
+    in_event = Monitor(by_entity, thresholds, lateness_ms=10_000)
+    on_topic = Monitor(by_entity, thresholds, lateness_ms=10_000, label_topic=True)
+    out: dict[str, tuple[list, list]] = {"event": ([], []), "topic": ([], [])}
+    for n, r in enumerate(readings):
+        label = {"entity": r["e"], "time": r["t"], "label": r["label"]}
+        if n % 2:
+            on_topic.add_label(label)                         # every other label before its reading
+        on_topic.add_scored({k: v for k, v in r.items() if k != "label"})
+        in_event.add_scored(r)
+        if not n % 2:
+            on_topic.add_label(label)                         # the others after it
+        for name, m in (("event", in_event), ("topic", on_topic)):
+            metrics, events = m.close()
+            out[name][0].extend(metrics)
+            out[name][1].extend(events)
+    for name, m in (("event", in_event), ("topic", on_topic)):
+        metrics, events = m.close(final=True)
+        out[name][0].extend(metrics)
+        out[name][1].extend(events)
+    (event_metrics, event_events), (topic_metrics, topic_events) = out["event"], out["topic"]
+    assert len(topic_metrics) == 6 and sum(r["labels"]["faults"] for r in topic_metrics) > 30
+    assert [(r["labels"], r["rolling"]) for r in topic_metrics] == [(r["labels"], r["rolling"]) for r in event_metrics]
+    assert topic_events == event_events and {e["metric"] for e in topic_events} == {"false_alarm_rate"}
+    assert on_topic.label_summary() == {"matched": 720, "unmatched": 0, "late": 0, "malformed": 0}
