@@ -264,9 +264,9 @@ def run(settings: VigilSettings, o: RetrainOptions) -> int:
             print(f"error: this cycle failed: {exc}", file=sys.stderr, flush=True)
         if o.once:
             return 0
-        wait = max(0.0, o.every - (time.monotonic() - started))
-        print(f"next cycle at {iso((time.time() + wait) * 1000)}", flush=True)
-        try:
+        try:   # Ctrl-C between cycles ends the loop (0); during a cycle it abandons it ("interrupted", 130)
+            wait = max(0.0, o.every - (time.monotonic() - started))
+            print(f"next cycle at {iso((time.time() + wait) * 1000)}", flush=True)
             time.sleep(wait)
         except KeyboardInterrupt:
             return 0

@@ -35,6 +35,9 @@ def _restore_environment():
     # process or its children start would read a missing config or run "bin/java".
     if os.environ.get("JAVA_HOME") == "":
         del os.environ["JAVA_HOME"]
+    # ... and what points PyFlink at a Flink home goes back to the project's once flink_activated
+    # set it: a local job reading no config.yaml would run its Python workers with "python"
+    os.environ.update(_FLINK_ENV)
     conf_dir = os.environ.get("FLINK_CONF_DIR")
     if conf_dir and not os.path.isdir(conf_dir):
         del os.environ["FLINK_CONF_DIR"]
@@ -107,6 +110,9 @@ def mqtt_settings(stack_settings: VigilSettings) -> VigilSettings:
     return stack_settings
 
 
+_FLINK_ENV: dict[str, str] = {}   # the variables flink_activated set, restored before every later test
+
+
 @pytest.fixture(scope="session")
 def flink_activated(stack_settings: VigilSettings) -> VigilSettings:
     """Point PyFlink at the project's Flink home (with the Kafka connector jars)."""
@@ -114,6 +120,7 @@ def flink_activated(stack_settings: VigilSettings) -> VigilSettings:
         flink_home.activate(stack_settings)
     except flink_home.FlinkHomeError as exc:
         pytest.fail(str(exc), pytrace=False)
+    _FLINK_ENV.update({key: os.environ[key] for key in flink_home.environment(stack_settings) if key in os.environ})
     return stack_settings
 
 

@@ -9,6 +9,7 @@ or by the cluster's scripts under ``flink run``) and apply per-job overrides on 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from pyflink.common import Configuration
@@ -35,6 +36,10 @@ def load_configuration(overrides: dict[str, Any] | None = None) -> Configuration
         config.set_string(key, str(value).lower() if isinstance(value, bool) else str(value))
     if "PYFLINK_GATEWAY_PORT" not in os.environ:
         _load_filesystem_plugins(config)
+        if not config.contains_key("python.executable"):
+            # an embedded mini-cluster without the project's config.yaml: its Python workers would run
+            # Flink's default "python", which need not be this interpreter nor have PyFlink
+            config.set_string("python.executable", sys.executable)
     return config
 
 

@@ -100,7 +100,9 @@ def test_an_empty_topic_is_one_clear_line(kafka_bootstrap, new_topic, tmp_path, 
 
 def test_the_loop_runs_a_cycle_every_interval_and_goes_on_after_a_failed_one(kafka_bootstrap, new_topic, tmp_path):
     """`--every`: the first cycle fails (the topic's schema is not registered yet) and says so in one
-    line; the loop goes on, the next cycles publish, and Ctrl-C between cycles ends it with 0."""
+    line; the loop goes on, the next cycles publish, and Ctrl-C while it waits for the next cycle ends
+    it with 0."""
+    import datetime as dt
     import signal
     import subprocess
     import sys
@@ -108,22 +110,31 @@ def test_the_loop_runs_a_cycle_every_interval_and_goes_on_after_a_failed_one(kaf
     from connectors import schema_store
 
     topic = new_topic("loop")
-    command = [sys.executable, "-m", "jobs.retrain", "--topic", topic, "--every", "2s", "--last-hours", str(10 / 60),
+    # 20 s between cycle starts: a cycle of these small models takes 5-10 s, so the loop then waits
+    command = [sys.executable, "-m", "jobs.retrain", "--topic", topic, "--every", "20s", "--last-hours", str(10 / 60),
                "--bootstrap-servers", kafka_bootstrap, "--model-store", str(tmp_path), *TRAIN]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
+
+    def waiting() -> bool:   # the last line says when the next cycle starts, and that is a while off
+        if not lines or not lines[-1].startswith("next cycle at "):
+            return False
+        at = dt.datetime.fromisoformat(lines[-1].removeprefix("next cycle at ").replace("Z", "+00:00"))
+        return (at - dt.datetime.now(dt.timezone.utc)).total_seconds() > 3
+
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and sum("decision recorded" in line for line in lines) < 2:
+        while time.monotonic() < deadline:
+            if sum("decision recorded" in line for line in lines) >= 2 and waiting():
+                break
             line = proc.stdout.readline()
             if not line:
                 break
             lines.append(line.rstrip())
             if "this cycle failed" in line and not schema_store.lookup(kafka_bootstrap, topic):
                 produce(kafka_bootstrap, topic, segment(0, 10))      # registers the schema and writes the readings
-        assert sum("decision recorded" in line for line in lines) == 2, "\n".join(lines)
-        while not lines[-1].startswith("next cycle at"):             # between cycles: asleep
-            lines.append(proc.stdout.readline().rstrip())
+        assert sum("decision recorded" in line for line in lines) == 2 and waiting(), "\n".join(lines)
+        time.sleep(1)   # the line is written just before the loop goes to sleep
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0, "\n".join(lines)
     finally:

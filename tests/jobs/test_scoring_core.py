@@ -201,3 +201,24 @@ def test_stream_job_writes_the_same_records_and_episodes(t_env, plan, records, t
     scored, alerts, dlq = _check((collect(tables.scored), collect(tables.alerts), collect(tables.dead_letters)),
                                  plan, records, trained_model)
     _episodes(plan, scored, alerts)
+
+
+@pytest.mark.flink
+def test_a_local_job_without_the_projects_config_runs_its_workers_with_this_interpreter(flink_activated, monkeypatch):
+    """Without FLINK_CONF_DIR, Flink's default Python worker is "python" (here: an interpreter without
+    PyFlink); the local environments take this process's interpreter instead, and a config's own
+    python.executable stands."""
+    import sys
+
+    from pyflink.common import Types
+
+    from jobs.core.flink_env import load_configuration, stream_environment
+
+    assert load_configuration().get_string("python.executable", "") == os.environ.get("PYFLINK_CLIENT_EXECUTABLE")
+    monkeypatch.delenv("FLINK_CONF_DIR")
+    assert load_configuration().get_string("python.executable", "") == sys.executable
+    assert load_configuration({"python.executable": "/opt/py/bin/python"}).get_string("python.executable", "") \
+        == "/opt/py/bin/python"
+    env = stream_environment(parallelism__default=1)
+    out = env.from_collection([1, 2, 3], type_info=Types.INT()).map(lambda x: x * 2, output_type=Types.INT())
+    assert sorted(out.execute_and_collect()) == [2, 4, 6]
