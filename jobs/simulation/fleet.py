@@ -44,8 +44,9 @@ HARD_CLI_FLAGS: tuple[str, ...] = ("--failure-rate", f"{HARD_FAILURE_RATE:g}",
 MODE_GROUPS: dict[str, tuple[str, ...]] = {"default": DEFAULT_MODES, "hard": HARD_MODES, "all": FAILURE_MODES}
 FIXED_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 DEFAULT_FIRMWARE: tuple[str, ...] = ("3.1.4", "3.2.0", "3.2.1")
-# What ``recalibrated_from`` does to the readings: the tire gauges read 40 kPa high (2 to 10 sd of
-# a tire's normal spread) and the accelerometer's vertical axis 0.3 g (it was remounted).
+# What ``recalibrated_from`` does to the readings: the tire gauges read 40 kPa high (12 to 14 sd of
+# the default fleet's normal readings) and the accelerometer's vertical axis 0.3 g (18 sd; it was
+# remounted): a change any model of the old readings sees at once.
 RECALIBRATION: dict[str, float] = {"tire_pressure_fl_kpa": 40.0, "tire_pressure_fr_kpa": 40.0,
                                    "tire_pressure_rl_kpa": 40.0, "tire_pressure_rr_kpa": 40.0, "accel_z_g": 0.3}
 # Sensors without a slow state. The simulated fleet's coolant warms up, its tires warm and its
