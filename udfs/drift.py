@@ -38,7 +38,7 @@ def baseline(values: np.ndarray, names: Sequence[str], bins: int = DEFAULT_BINS)
         if not len(column):
             continue
         edges = np.unique(np.quantile(column, np.linspace(0, 1, bins + 1)))
-        counts = np.bincount(np.searchsorted(edges, column, side="right"), minlength=len(edges) + 1)
+        counts = bin_counts({"edges": edges}, column)
         features[name] = {"edges": [float(e) for e in edges], "shares": [float(c) for c in counts / len(column)]}
     return {"method": f"{bins} quantile bins of the training readings; PSI = sum((a - e) ln(a / e)), shares "
                       f"floored at {PSI_FLOOR:g}", "bins": bins, "rows": int(len(values)), "features": features}
