@@ -29,11 +29,12 @@ Running scoring jobs pick a promoted champion up without restart (``--model-refr
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ from connectors.model_registry import CHALLENGER, CHAMPION, ModelRegistry, Regis
 from connectors.model_store import ModelStoreError
 from udfs.drift import drift
 from jobs.monitoring.policy import Decision, Policy, decide, figures
-from jobs.training.trainer import OFFSET, PARTITION, TrainOptions, read_topic, train_from_kafka
+from jobs.training.trainer import OFFSET, PARTITION, TrainOptions, entity_pseudonyms, read_topic, train_from_kafka
 from udfs.feature_set import FeatureError, context_from_frame, time_millis
 from vigil.commands import Options, comma_list, command, option
 from vigil.settings import VigilSettings
@@ -129,9 +130,10 @@ def trained_on(manifest: dict[str, Any], topic: str, frame: pd.DataFrame) -> np.
 
 
 def score_held_out(registry: ModelRegistry, version: Version, frame: pd.DataFrame, role: dict[str, Any],
+                   entities: Callable[[], pd.Series] | None = None,
                    ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray] | str:
     """(manifest, scores, flags as bool, scorable mask) of every row of ``frame``, or why the version cannot
-    score it."""
+    score it. ``entities()``: the rows' entity pseudonyms, for a version calibrated per entity."""
     from udfs.anomaly_score import LoadedModel
 
     folder, manifest = registry.fetch(version)
@@ -141,7 +143,8 @@ def score_held_out(registry: ModelRegistry, version: Version, frame: pd.DataFram
         return f"{version.ref} reads {missing}, which the topic's records lack"
     model = LoadedModel(folder, manifest, "numpy")
     ctx = context_from_frame(frame, names, role["entity"], role["time"], [PARTITION, OFFSET], model.window)
-    scores, flags, status = model.score_context(ctx)
+    keys = entities().to_numpy(dtype=object) if model.thresholds and entities is not None else None
+    scores, flags, status = model.score_context(ctx, keys)
     scorable = np.array([f is not None for f in flags]) & ~status.warming
     return manifest, scores, np.array([bool(f) for f in flags]), scorable
 
@@ -166,11 +169,15 @@ def cycle(settings: VigilSettings, o: RetrainOptions) -> dict[str, Any]:
     except RegistryError:
         champion = None
     print(f"2/4 training the challenger of {name} (champion: {champion.ref if champion else 'none'})", flush=True)
+    # the challenger is calibrated as the champion is: per entity or for the fleet
+    rule = registry.manifest(champion).get("threshold_rule", {}) if champion else {}
+    calibration = {"threshold_per": rule.get("per", "fleet")} | (
+        {"entity_min_readings": rule["entity_min_readings"]} if "entity_min_readings" in rule else {})
     train = TrainOptions(topic=o.topic, model_name=name, alias=CHALLENGER if champion else CHAMPION,
                          reason=f"retrain: window {iso(start)} .. {iso(cut)}", start=iso(start), end=iso(cut),
                          eval_fraction=0, leave_out_flagged=f"{o.topic}.scored" if o.leave_out_flagged else None,
                          epochs=o.epochs, members=o.members, window=o.window, patience=o.patience,
-                         min_rows=o.min_rows, seed=o.seed, quiet=o.quiet)
+                         min_rows=o.min_rows, seed=o.seed, quiet=o.quiet, **calibration)
     published = train_from_kafka(settings, train)
     state = registry.state(name)
     challenger = state.versions[int(published["number"])]
@@ -190,8 +197,9 @@ def cycle(settings: VigilSettings, o: RetrainOptions) -> dict[str, Any]:
     held = times >= cut
     labels = frame[role["label"]] if role["label"] and role["label"] in frame else None
     results: dict[str, Any] = {}
+    pseudonyms = functools.cache(lambda: entity_pseudonyms(settings, frame[role["entity"]]))
     for which, version in (("champion", champion), ("challenger", challenger)):
-        results[which] = score_held_out(registry, version, frame, role)
+        results[which] = score_held_out(registry, version, frame, role, pseudonyms)
         if not isinstance(results[which], str):
             held &= ~trained_on(results[which][0], o.topic, frame)
     usable = held.copy()

@@ -18,7 +18,9 @@ ensemble of ``--members`` autoencoders sized from the input width:
    validation loss stops improving;
 3. the anomaly threshold is ``--threshold-margin`` x the ``--threshold-quantile`` of the
    validation rows' scores (``expected_false_alarm_rate`` in the metrics: the share of validation
-   rows above it);
+   rows above it); with ``--threshold-per entity``, each entity with enough validation readings
+   gets its own threshold by the same rule (the manifest's ``thresholds_by_entity``, keyed by
+   pseudonym), which the jobs apply to that entity's readings;
 4. where the evaluation range has labels, precision, recall, F1 and the false-positive rate are
    computed and kept in the manifest, next to the exact partition/offset ranges read (lineage).
 
@@ -53,6 +55,12 @@ def run(settings: VigilSettings, options: TrainOptions) -> int:
     print(f"  threshold {manifest['threshold']:.4g} ({rule['margin']:g} x the {rule['quantile']:g} quantile of "
           f"{expected['validation_readings']} validation readings' scores; "
           f"{expected['validation_readings_above']:.2%} of them above it)")
+    if rule.get("per") == "entity":
+        own = sorted(manifest.get("thresholds_by_entity", {}).values())
+        spread = f": {own[0]:.4g} .. {own[-1]:.4g}" if own else ""
+        print(f"  own thresholds for {rule['entities_calibrated']} of {rule['entities']} entities (those with >= "
+              f"{rule['entity_min_readings']} validation readings){spread}; the others, and new entities, get the "
+              f"fleet's")
     if "precision" in ev:
         print(f"  evaluation on {ev['rows']} readings ({ev['anomalies']} labelled failures): "
               f"precision {ev['precision']:.3f}, recall {ev['recall']:.3f}, F1 {ev['f1']:.3f}, "

@@ -5,6 +5,10 @@ with temporal context (udfs/feature_set.py) also each of the entity's W - 1 earl
 sensor columns (the jobs get them with LAG over an OVER window per entity) and then the W event
 times (the current reading's first): W x (sensors + 1) columns. A job may provide more readings
 than the model reads (room for a later version with a longer window); the model takes the newest.
+A UDF made with ``entity=True`` (the Table job's) takes the reading's entity pseudonym first: a
+model calibrated per entity (``vigil train --threshold-per entity``) then flags each reading
+against its entity's own threshold. Without it, and for entities the model was not calibrated on,
+the fleet's threshold applies.
 
 Returns one row per input row: ``score`` (higher = more anomalous; null when the reading is
 unscorable: every sensor missing, or no usable model), ``is_anomaly`` (score above the model's
@@ -111,6 +115,8 @@ class LoadedModel:
         self.version: str = manifest["version"]
         self.features = FeatureSet.from_dict(manifest["features"])
         self.threshold = float(manifest["threshold"])
+        # per-entity calibration (train --threshold-per entity): entity pseudonym -> its threshold
+        self.thresholds = {str(k): float(v) for k, v in (manifest.get("thresholds_by_entity") or {}).items()}
         self.window = self.features.window
         members = manifest["model"].get("members") or [{"file": manifest["model"]["file"], "error_scale": None}]
         self.scorer = Ensemble([(make_scorer(keras.models.load_model(folder / m["file"], compile=False), engine),
@@ -125,15 +131,25 @@ class LoadedModel:
             scores[finite] = self.scorer.score(self.features.transform(x[finite]))
         return scores
 
-    def score_context(self, ctx: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+    def thresholds_of(self, entities: Any, rows: int) -> np.ndarray | float:
+        """The threshold of each row's entity (its own where the model was calibrated per entity and
+        knows it; else the fleet's), or the fleet's for every row when ``entities`` is None."""
+        if not self.thresholds or entities is None:
+            return self.threshold
+        own = self.thresholds.get
+        return np.fromiter((own(e, self.threshold) if isinstance(e, str) else self.threshold for e in entities),
+                           dtype=np.float64, count=rows)
+
+    def score_context(self, ctx: Any, entities: Any = None) -> tuple[np.ndarray, np.ndarray, Any]:
         """(scores, is_anomaly, status) of readings in their temporal context (udfs/feature_set.py).
 
-        Unscorable readings get NaN and no flag; readings of a warming-up entity are scored but never
-        flagged."""
+        ``entities``: each reading's entity pseudonym, for a model calibrated per entity. Unscorable
+        readings get NaN and no flag; readings of a warming-up entity are scored but never flagged."""
         x, status = self.features.inputs(ctx)
         scores = self.scorer.score(x) if len(x) else np.zeros(0)
         scores = np.where(status.unscorable, np.nan, scores)
-        flags = np.where(status.unscorable, None, (scores > self.threshold) & ~status.warming).astype(object)
+        threshold = self.thresholds_of(entities, len(scores))
+        flags = np.where(status.unscorable, None, (scores > threshold) & ~status.warming).astype(object)
         return scores, flags, status
 
 
@@ -279,8 +295,10 @@ class ModelHandle:
 class AnomalyScore(ScalarFunction):
     """Vectorized scoring UDF; see the module docstring for the contract."""
 
-    def __init__(self, model_uri: str | None = None, ref: str | None = None, **options: Any) -> None:
+    def __init__(self, model_uri: str | None = None, ref: str | None = None, *, entity: bool = False,
+                 **options: Any) -> None:
         self.handle = ModelHandle(model_uri, ref, **options)
+        self.entity = entity  # the first argument is the entity pseudonym
 
     @property
     def model_uri(self) -> str | None:
@@ -330,6 +348,9 @@ class AnomalyScore(ScalarFunction):
         started = time.perf_counter()
         model = self.handle.current()
         rows = len(columns[0]) if columns else 0
+        entities = None
+        if self.entity and columns:
+            entities, columns = columns[0], columns[1:]
         ctx = None
         if model is not None:
             try:
@@ -344,7 +365,7 @@ class AnomalyScore(ScalarFunction):
                                  "model_version": np.full(rows, NO_MODEL, dtype=object),
                                  "partial": np.full(rows, None, dtype=object)})
         self._version_info.set(model.version)
-        scores, flags, status = model.score_context(ctx)
+        scores, flags, status = model.score_context(ctx, entities)
         self._observe(scores, flags, started)
         if self._drift is None or self._drift.version != model.version:   # a new version: its own baseline
             self._drift = DriftWindow(model.manifest.get("baseline"), model.features.names, DRIFT_WINDOW,

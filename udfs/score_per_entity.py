@@ -178,7 +178,8 @@ class ScorePerEntity(KeyedProcessFunction):
             yield self._dead_letter(row, "unscorable: no usable model (see the job log)", NO_MODEL)
             return
         self._version_info.set(model.version)
-        scores, flags, status = model.score_context(context.head(model.window))
+        entity = frame[self.outputs.entity].tolist() if self.outputs.entity in frame else None
+        scores, flags, status = model.score_context(context.head(model.window), entity)
         score = float(scores[0])
         if np.isnan(score):
             yield self._dead_letter(row, f"unscorable: {status.note[0] or 'no score'}", model.version)

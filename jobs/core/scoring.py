@@ -280,6 +280,7 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
     model_inputs = [col(f) for f in plan.features]
     if plan.context > 1:
         decoded, model_inputs = with_context(decoded, plan)
+    model_inputs = [col(out.entity), *model_inputs]   # a model calibrated per entity flags on its own threshold
     if plan.suite is not None:
         from udfs.validate_features import suite_columns, validate_udf
 
@@ -289,14 +290,14 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
         check = call_sql("CAST(NULL AS STRING)")
     anomaly = anomaly_udf(plan.model_store, plan.model_ref, features=plan.features, schema=plan.schema_id,
                           fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds, s3=plan.s3,
-                          context=plan.context)
+                          context=plan.context, entity=True)
     # The boundary comes right after the Python calls: any later expression that reads their
     # results twice (the CASE below, each sink's projection) would otherwise call them again.
     shadow_calls = []
     if plan.shadow_ref:  # the same inputs, a second model: its score goes to the shadow topic only
         shadow = anomaly_udf(plan.model_store, plan.shadow_ref, features=plan.features, schema=plan.schema_id,
                              fallback=plan.shadow_manifest.get("number"), refresh_seconds=plan.model_refresh_seconds,
-                             s3=plan.s3, context=plan.context)
+                             s3=plan.s3, context=plan.context, entity=True)
         shadow_calls = [shadow(*model_inputs).alias("shadow_s")]
     checked = computed_once(decoded.add_columns(
         check.alias("validation_error"),

@@ -95,6 +95,12 @@ class TrainOptions(Options):
                                              "scores", gt=0.5, lt=1)
     threshold_margin: float = option(3.0, "threshold: this many times the validation quantile (room for the "
                                           "normal variation a few hundred validation readings do not show)", gt=0)
+    threshold_per: Literal["fleet", "entity"] = option(
+        "fleet", "fleet: one threshold for every entity; entity: each entity's own, from its own validation "
+                 "readings (for fleets of unlike machines; entities with fewer than --entity-min-readings "
+                 "validation readings, and new ones, get the fleet's)")
+    entity_min_readings: int = option(50, "with --threshold-per entity: the fewest validation readings an "
+                                          "entity's own threshold is set from", ge=10)
     eval_fraction: float = option(0.25, "share of readings held out for evaluation", ge=0, lt=1)
     eval_split: Literal["blocks", "tail"] = option("blocks", "evaluation rows: every n-th time block, or the newest")
     eval_block_seconds: float = option(300.0, "length of an evaluation block, seconds of event time", gt=0)
@@ -265,13 +271,31 @@ def no_rows_message(n: int, settings: TrainOptions, left_out: dict[str, int]) ->
     return "; ".join(parts)
 
 
+def entity_thresholds(keys: np.ndarray | None, val_idx: np.ndarray, val_scores: np.ndarray,
+                      settings: TrainOptions) -> dict[str, float]:
+    """``--threshold-per entity``: each entity's threshold from its own validation scores, by the
+    fleet's rule (margin x quantile), for entities with at least ``--entity-min-readings`` of them."""
+    if keys is None:
+        return {}
+    val_keys = keys[val_idx]
+    own = {}
+    for key in pd.unique(val_keys):
+        mine = val_scores[val_keys == key]
+        if key is not None and len(mine) >= settings.entity_min_readings:
+            own[str(key)] = float(settings.threshold_margin * np.quantile(mine, settings.threshold_quantile))
+    return own
+
+
 def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time_col: str | None,
-          settings: TrainOptions, workdir: Path, entity_col: str | None = None, version: str | None = None) -> Trained:
+          settings: TrainOptions, workdir: Path, entity_col: str | None = None, version: str | None = None,
+          entity_keys: pd.Series | None = None) -> Trained:
     """Fit normalisation and the ensemble; returns the manifest fields and the members. Writes report.png.
 
     Readings are ordered per entity as the jobs read them (the Kafka log order: ``_partition``,
     ``_offset`` when the frame has them, else the frame's order) to build each one's temporal
     context; only full readings of entities past their first window are trained on.
+    ``entity_keys``: each row's entity as the jobs name it (its pseudonym), for ``--threshold-per
+    entity``; by default the entity column's values.
     """
     from udfs.autoencoder import (Ensemble, NumpyScorer, batch_size_for, build_autoencoder, error_scale,
                                   import_keras, sizing)
@@ -348,12 +372,20 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
 
     val_scores = ensemble.score(x_val)
     threshold = float(settings.threshold_margin * np.quantile(val_scores, settings.threshold_quantile))
-    exceed = float((val_scores > threshold).mean())
+    keys = None
+    if settings.threshold_per == "entity":
+        if entity_keys is None and not (entity_col and entity_col in frame):
+            raise FeatureError("--threshold-per entity needs each reading's entity: the schema names no entity column")
+        keys = (entity_keys if entity_keys is not None else frame[entity_col]).to_numpy(dtype=object)
+    own = entity_thresholds(keys, val_idx, val_scores, settings)
+    row_threshold = lambda idx: threshold if not own else np.array(  # noqa: E731
+        [own.get(k, threshold) for k in keys[idx]], dtype=np.float64)
+    exceed = float((val_scores > row_threshold(val_idx)).mean())
     eval_scores, eval_flags = np.array([]), np.array([], bool)
     if len(eval_idx):
         x_eval, eval_status = fitted.inputs(sub(eval_idx))
         eval_scores = ensemble.score(x_eval)
-        eval_flags = (eval_scores > threshold) & ~eval_status.warming
+        eval_flags = (eval_scores > row_threshold(eval_idx)) & ~eval_status.warming
     eval_labels = labels.iloc[eval_idx].reset_index(drop=True) if len(eval_idx) else None
     metrics: dict[str, Any] = {
         "epochs_run": [e["epochs_run"] for e in entries], "train_seconds": round(seconds, 2),
@@ -388,7 +420,11 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
     fields = {
         "features": fitted.to_dict(), "threshold": threshold,
         "threshold_rule": {"quantile": settings.threshold_quantile, "margin": settings.threshold_margin,
-                           "of": "validation scores (the newest training readings)"},
+                           "of": "validation scores (the newest training readings)", "per": settings.threshold_per,
+                           **({"entity_min_readings": settings.entity_min_readings,
+                               "entities_calibrated": len(own),
+                               "entities": int(len(pd.unique(keys[val_idx])))} if keys is not None else {})},
+        **({"thresholds_by_entity": own} if own else {}),
         "model": {"kind": "autoencoder_ensemble", "hidden": list(hidden), "inputs": fitted.input_width,
                   "batch_size": batch, "members": entries, "reduce": settings.score_reduce,
                   "score": "squared reconstruction error / its training mean (error_scale) per input; "
@@ -497,6 +533,16 @@ def flagged_by(bootstrap: str, scored_topic: str, frame: pd.DataFrame) -> pd.Ser
     return pd.Series([(p, o) in flagged for p, o in zip(frame[PARTITION], frame[OFFSET])], index=frame.index)
 
 
+def entity_pseudonyms(settings: VigilSettings, ids: pd.Series) -> pd.Series:
+    """The entity ids as the jobs name them: pseudonymised with the settings' secret."""
+    from connectors.privacy import pseudonym
+    from vigil.settings import read_pseudonym_secret
+
+    secret = read_pseudonym_secret(settings.pseudonym.secret_file, secret=settings.pseudonym.secret)
+    names = {v: pseudonym(secret, v) for v in {str(v) for v in ids if v is not None and v == v}}
+    return pd.Series([None if v is None or v != v else names[str(v)] for v in ids], index=ids.index, dtype=object)
+
+
 def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str, Any]:
     """Read, train, evaluate and publish; returns the published manifest."""
     bootstrap = settings.bootstrap_servers
@@ -511,6 +557,7 @@ def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str
     if options.leave_out_flagged:
         frame[FLAGGED] = flagged_by(bootstrap, options.leave_out_flagged, frame)
         sources["flagged"] = {"topic": options.leave_out_flagged, "rows": int(frame[FLAGGED].sum())}
+    keys = entity_pseudonyms(settings, frame[role["entity"]]) if options.threshold_per == "entity" else None
     if options.history:
         pseudonym = f"{role['entity']}_pseudonym"
         history = read_history(options.history, [*features.names, *(c for c in role.values() if c), pseudonym,
@@ -521,6 +568,8 @@ def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str
         read = len(history)
         history = history_beside(history, ranges, role["time"], options.start, options.end)
         sources["history"] = {"uri": options.history, "rows": int(len(history)), "left_out": int(read - len(history))}
+        if keys is not None:   # history readings are named by their pseudonyms already
+            keys = pd.concat([history[role["entity"]], keys], ignore_index=True)
         frame = pd.concat([history, frame], ignore_index=True)
     if frame.empty:
         raise FeatureError(f"no records in the chosen range of {options.topic!r} "
@@ -529,7 +578,7 @@ def train_from_kafka(settings: VigilSettings, options: TrainOptions) -> dict[str
         workdir = Path(tmp)
         version = new_version()
         trained = train(frame, features, role["label"], role["time"], options, workdir, entity_col=role["entity"],
-                        version=version)
+                        version=version, entity_keys=keys)
         trained.save(workdir)
         manifest = {
             "version": version,

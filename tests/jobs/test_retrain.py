@@ -146,3 +146,21 @@ def test_the_loop_runs_a_cycle_every_interval_and_goes_on_after_a_failed_one(kaf
     events = [json.loads(m.value()) for m in read_all(kafka_bootstrap, f"{topic}.model-events")]
     assert [e["decision"] for e in events][:1] == ["first"] and len(events) == 2
     assert ModelRegistry(str(tmp_path)).state(topic).aliases["champion"] in (1, 2)
+
+
+def test_a_challenger_is_calibrated_per_entity_as_its_champion_is(kafka_bootstrap, new_topic, tmp_path, capsys):
+    from jobs import train_autoencoder
+
+    topic, store = new_topic("calibrated"), str(tmp_path / "models")
+    produce(kafka_bootstrap, topic, segment(0, 30))   # 100 vehicles, 90 readings each
+    assert train_autoencoder.main(["--topic", topic, "--model-name", "calibrated", "--bootstrap-servers",
+                                   kafka_bootstrap, "--model-store", store, "--threshold-per", "entity",
+                                   "--entity-min-readings", "10", "--eval-fraction", "0", *TRAIN[:-2]]) == 0
+    decision, _ = cycle(kafka_bootstrap, store, topic, "calibrated", 30 / 60, capsys)
+    registry = ModelRegistry(store)
+    challenger = registry.manifest(registry.resolve(decision["challenger"]))
+    champion = registry.manifest(registry.resolve("calibrated@1"))
+    assert challenger["threshold_rule"]["per"] == "entity" and challenger["threshold_rule"]["entity_min_readings"] == 10
+    # (a vehicle whose validation readings hold a labelled failure may have too few left)
+    assert len(set(challenger["thresholds_by_entity"]) & set(champion["thresholds_by_entity"])) >= 80
+    assert decision["decision"] in ("promoted", "refused")

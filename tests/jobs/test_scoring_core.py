@@ -222,3 +222,69 @@ def test_a_local_job_without_the_projects_config_runs_its_workers_with_this_inte
     env = stream_environment(parallelism__default=1)
     out = env.from_collection([1, 2, 3], type_info=Types.INT()).map(lambda x: x * 2, output_type=Types.INT())
     assert sorted(out.execute_and_collect()) == [2, 4, 6]
+
+
+QUIET = "veh-0001"   # a vehicle of the good readings, calibrated never to alarm
+
+
+@pytest.fixture(scope="module")
+def per_entity_plan(trained_model, plan, tmp_path_factory):
+    """The session's model published again, calibrated per entity: HOT's own threshold is below
+    every score, QUIET's above every score; the other vehicles have none (the fleet's applies)."""
+    import shutil
+
+    from connectors.model_registry import ModelRegistry
+    from jobs.training.trainer import new_version
+
+    store, manifest = trained_model
+    source = ModelRegistry(store)
+    folder, _ = source.fetch(source.resolve(REF))
+    work = tmp_path_factory.mktemp("per-entity")
+    shutil.copytree(folder, work / "model")
+    own = {pseudonym(SECRET.encode(), HOT): -1.0, pseudonym(SECRET.encode(), QUIET): 1e12}
+    calibrated = {k: v for k, v in manifest.items() if k not in ("artifact", "model_name", "number")}
+    calibrated.update(version=new_version(), thresholds_by_entity=own,
+                      threshold_rule={**manifest["threshold_rule"], "per": "entity"})
+    per_store = tmp_path_factory.mktemp("models-per-entity")
+    registry = ModelRegistry(str(per_store))
+    published = registry.manifest(registry.publish("telemetry", work / "model", calibrated))
+    settings = VigilSettings.load({"model.store": str(per_store), "pseudonym.secret_file": plan.secret_file,
+                                   "tier": "none"})
+    options = ScoreOptions(input_topic="raw.telemetry", model=REF, bounded=True)
+    return assemble(settings, options, load_schema(), published, None, job="test-per-entity"), published
+
+
+@pytest.mark.parametrize("job", [scoring, scoring_stream], ids=["table", "datastream"])
+def test_both_jobs_flag_each_entity_against_its_own_threshold(t_env, per_entity_plan, records, trained_model, job):
+    from connectors.model_registry import ModelRegistry
+    from udfs.anomaly_score import LoadedModel
+    from udfs.feature_set import context_from_frame
+
+    plan, manifest = per_entity_plan
+    raw, _, readings, n_good = records
+    assert any(r["vehicle_id"] == QUIET for r in readings)
+    scored = collect(job.build(raw_table(t_env, raw), plan).scored)
+    registry = ModelRegistry(plan.model_store)
+    folder, _ = registry.fetch(registry.resolve(REF))
+    model = LoadedModel(folder, manifest, "numpy")
+    frame = pd.DataFrame(readings).assign(_partition=[r.partition for r in raw[:n_good]],
+                                          _offset=[r.offset for r in raw[:n_good]])
+    ctx = context_from_frame(frame, model.features.names, "vehicle_id", "event_time", ["_partition", "_offset"],
+                             model.window)
+    entities = [pseudonym(SECRET.encode(), v) for v in frame["vehicle_id"]]
+    _, own_flags, status = model.score_context(ctx, entities)
+    _, fleet_flags, _ = model.score_context(ctx)
+    by_pos = {(r.partition, r.offset): i for i, r in enumerate(raw[:n_good])}
+    got = {}
+    for r in scored:
+        if (r["source_partition"], r["source_offset"]) in by_pos:
+            got[by_pos[(r["source_partition"], r["source_offset"])]] = r["is_anomaly"]
+    assert len(got) == n_good
+    assert [got[i] for i in range(n_good)] == list(own_flags)
+    hot = [i for i, v in enumerate(frame["vehicle_id"]) if v == HOT and not status.warming[i]]
+    quiet = [i for i, v in enumerate(frame["vehicle_id"]) if v == QUIET]
+    assert all(got[i] for i in hot) and not any(got[i] for i in quiet)
+    # the fleet's threshold would flag neither so: HOT's normal readings pass it, QUIET's are others' too
+    assert not all(fleet_flags[i] for i in hot)
+    others = [i for i, v in enumerate(frame["vehicle_id"]) if v not in (HOT, QUIET)]
+    assert [got[i] for i in others] == [fleet_flags[i] for i in others]

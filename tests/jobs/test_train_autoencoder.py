@@ -159,3 +159,55 @@ def test_readings_a_job_flagged_are_left_out_like_labelled_failures(fleet_topic,
     assert by_flags["metrics"]["rows"]["train"] == by_labels["train"]
     assert by_flags["training"]["sources"]["flagged"] == {"topic": scored,
                                                           "rows": int(frame["failure_label"].notna().sum())}
+
+
+def test_per_entity_thresholds_are_keyed_by_the_pseudonyms_the_jobs_use(fleet_topic, kafka_bootstrap, tmp_path,
+                                                                          capsys):
+    from connectors.privacy import pseudonym
+    from vigil.settings import read_pseudonym_secret
+
+    settings = _settings(kafka_bootstrap, tmp_path)
+    code = train_autoencoder.main(["--topic", fleet_topic, "--bootstrap-servers", kafka_bootstrap, "--model-store",
+                                   str(tmp_path), "--to", "2026-01-01T00:05:00Z", "--epochs", "2", "--members", "1",
+                                   "--min-rows", "100", "--threshold-per", "entity", "--entity-min-readings", "20",
+                                   "--model-name", "per-entity", "--quiet"])
+    assert code == 0
+    assert "own thresholds for 20 of 20 entities" in capsys.readouterr().out
+    registry = ModelRegistry(str(tmp_path))
+    manifest = registry.manifest(registry.resolve("per-entity@champion"))
+    secret = read_pseudonym_secret(settings.pseudonym.secret_file, secret=settings.pseudonym.secret)
+    frame, _, _ = trainer.read_topic(kafka_bootstrap, TrainOptions(topic=fleet_topic, end="2026-01-01T00:05:00Z",
+                                                                   quiet=True),
+                                     schema_store.require(kafka_bootstrap, fleet_topic))
+    own = manifest["thresholds_by_entity"]
+    assert set(own) == {pseudonym(secret, v) for v in frame["vehicle_id"].unique()}
+    rule = manifest["threshold_rule"]
+    assert (rule["per"], rule["entities_calibrated"], rule["entities"]) == ("entity", 20, 20)
+    assert len(set(own.values())) == 20 and min(own.values()) > 0
+    # too few validation readings per entity: the fleet's threshold only, and said so
+    rows = manifest["metrics"]["rows"]["validation"]
+    options = TrainOptions(topic=fleet_topic, end="2026-01-01T00:05:00Z", epochs=2, members=1, min_rows=100,
+                           quiet=True, threshold_per="entity", entity_min_readings=rows + 1, model_name="fleet-only")
+    fleet_only = trainer.train_from_kafka(settings, options)
+    assert "thresholds_by_entity" not in fleet_only and fleet_only["threshold_rule"]["entities_calibrated"] == 0
+
+
+def test_an_unlike_machine_gets_a_looser_threshold_of_its_own(tmp_path):
+    """A fleet of like vehicles and one whose sensors swing four times as widely: per entity, the
+    wide one's own threshold is above every other vehicle's, which keep tighter ones."""
+    from tests.trained_model import simulated_frame
+    from udfs.feature_set import FeatureSet
+
+    frame = simulated_frame(events=4000, failure_rate=0.0)
+    wide = frame["vehicle_id"] == frame["vehicle_id"].iloc[0]
+    sensors = [c for c in frame if c.endswith(("_kpa", "_c", "_rpm", "_g"))]
+    means = frame.loc[wide, sensors].mean()
+    frame.loc[wide, sensors] = means + (frame.loc[wide, sensors] - means) * 4
+    options = TrainOptions(topic="t", epochs=8, members=1, min_rows=100, eval_fraction=0, quiet=True,
+                           threshold_per="entity", entity_min_readings=20)
+    fields = trainer.train(frame, FeatureSet(sensors), None, "event_time", options, tmp_path,
+                           entity_col="vehicle_id").fields
+    own = fields["thresholds_by_entity"]
+    mine = own.pop(frame["vehicle_id"].iloc[0])
+    assert len(own) == 9 and mine > max(own.values())
+    assert fields["threshold"] > float(np.median(list(own.values())))
