@@ -71,3 +71,29 @@ def test_score_function_benchmark_measures_both_models_side_by_side(tmp_path, ba
     for model, (row,) in result["results"].items():
         assert row["batch"] == batch and all(row[e] > 0 for e in score_function.ENGINES), model
     assert "default / point" in (tmp_path / "score_function.md").read_text()
+
+
+def test_margin_benchmark_quick_mode_chooses_the_margin_leave_one_file_out(tmp_path):
+    """``python -m benchmarks.quality.margin --quick``: two NAB files, one seed, plain Python (no
+    Kafka, no Flink); each fold's margin is chosen on the other file. Sanity only: the structure and
+    figures in [0, 1], no quality asserted."""
+    from benchmarks.quality import margin
+
+    assert margin.main(["--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "quality-margin.json").read_text())
+    assert result["mode"] == "quick" and result["seeds"] == [42]
+    assert result["files"] == list(margin.QUICK_FILES) and result["simulator"] == {"skipped": "--quick"}
+    grid = {f"{m:g}" for m in margin.MARGINS}
+    assert set(result["all_files"]) == grid
+    loo = result["loo"]
+    assert set(loo["folds"]) == set(result["files"]) == set(loo["per_seed"]["42"]["folds"])
+    figs = [loo["per_seed"]["42"]["pooled"]]
+    for name, fold in loo["per_seed"]["42"]["folds"].items():
+        assert fold["margin"] in grid and fold["chosen_on"] == [n for n in result["files"] if n != name]
+        figs.append(fold["held_out"])
+    figs += [result["per_seed_all_files"]["42"][m] for m in grid]
+    for fig in figs:
+        assert all(0 <= fig[k] <= 1 for k in ("f1", "false_alarm_rate", "missed_rate", "precision", "recall")), fig
+        assert 0 <= fig["windows_caught"] <= fig["windows"]
+    for summary in [loo["pooled"], *(f["held_out"] for f in loo["folds"].values()), *result["all_files"].values()]:
+        assert all(0 <= summary[k]["mean"] <= 1 for k in ("f1", "false_alarm_rate", "missed_rate")), summary
