@@ -8,6 +8,7 @@ and the local Flink mini-cluster, so the benchmark cannot rot between full runs.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,19 @@ def test_margin_benchmark_quick_mode_chooses_the_margin_leave_one_file_out(tmp_p
         assert 0 <= fig["windows_caught"] <= fig["windows"]
     for summary in [loo["pooled"], *(f["held_out"] for f in loo["folds"].values()), *result["all_files"].values()]:
         assert all(0 <= summary[k]["mean"] <= 1 for k in ("f1", "false_alarm_rate", "missed_rate")), summary
+
+
+def test_fleet_benchmark_quick_mode_flags_each_machine_both_ways(tmp_path):
+    """``python -m benchmarks.quality.fleet --quick``: two NAB files as one fleet, one model, each
+    machine's figures with the fleet's threshold and its own. Sanity only, no quality asserted."""
+    from benchmarks.quality import fleet
+
+    assert fleet.main(["--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "quality-fleet.json").read_text())
+    (run,) = result["runs"]
+    machines = {Path(n).stem for n in result["files"]}
+    assert set(run["own_thresholds"]) == machines and run["fleet_threshold"] > 0
+    for calibration in fleet.CALIBRATIONS:
+        assert set(run["per_file"][calibration]) == machines
+        for fig in [*run["per_file"][calibration].values(), run["pooled"][calibration]]:
+            assert all(0 <= fig[k] <= 1 for k in ("f1", "false_alarm_rate", "missed_rate")), fig

@@ -271,6 +271,20 @@ def no_rows_message(n: int, settings: TrainOptions, left_out: dict[str, int]) ->
     return "; ".join(parts)
 
 
+def validation_split(fit_idx: np.ndarray, keys: np.ndarray | None, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) rows of ``fit_idx`` (in time order): validation is the newest ``share``
+    of the training range; with ``keys`` (per-entity calibration) the newest ``share`` of each
+    entity's rows, so an entity that reports less often, or earlier, still has its own."""
+    if keys is None:
+        n_val = max(1, int(len(fit_idx) * share))
+        return fit_idx[:-n_val], fit_idx[-n_val:]
+    fit_keys = pd.Series(keys[fit_idx], dtype=object).fillna("")   # readings of no entity: one group
+    rank_from_end = fit_keys.groupby(fit_keys, sort=False).cumcount(ascending=False).to_numpy()
+    sizes = fit_keys.map(fit_keys.value_counts()).to_numpy()
+    newest = rank_from_end < np.maximum(1, (sizes * share).astype(int))
+    return fit_idx[~newest], fit_idx[newest]
+
+
 def entity_thresholds(keys: np.ndarray | None, val_idx: np.ndarray, val_scores: np.ndarray,
                       settings: TrainOptions) -> dict[str, float]:
     """``--threshold-per entity``: each entity's threshold from its own validation scores, by the
@@ -340,8 +354,12 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
     if len(fit_idx) < settings.min_rows:
         raise FeatureError(no_rows_message(len(fit_idx), settings, left_out))
     fit_idx = fit_idx[np.argsort(_time_order(frame, time_col)[fit_idx], kind="stable")]
-    n_val = max(1, int(len(fit_idx) * settings.validation_split))
-    train_idx, val_idx = fit_idx[:-n_val], fit_idx[-n_val:]   # validation: the newest of the training range
+    keys = None
+    if settings.threshold_per == "entity":
+        if entity_keys is None and not (entity_col and entity_col in frame):
+            raise FeatureError("--threshold-per entity needs each reading's entity: the schema names no entity column")
+        keys = (entity_keys if entity_keys is not None else frame[entity_col]).to_numpy(dtype=object)
+    train_idx, val_idx = validation_split(fit_idx, keys, settings.validation_split)
 
     def sub(idx: np.ndarray) -> Context:
         return Context(ctx.values[idx], ctx.times[idx])
@@ -372,11 +390,6 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
 
     val_scores = ensemble.score(x_val)
     threshold = float(settings.threshold_margin * np.quantile(val_scores, settings.threshold_quantile))
-    keys = None
-    if settings.threshold_per == "entity":
-        if entity_keys is None and not (entity_col and entity_col in frame):
-            raise FeatureError("--threshold-per entity needs each reading's entity: the schema names no entity column")
-        keys = (entity_keys if entity_keys is not None else frame[entity_col]).to_numpy(dtype=object)
     own = entity_thresholds(keys, val_idx, val_scores, settings)
     row_threshold = lambda idx: threshold if not own else np.array(  # noqa: E731
         [own.get(k, threshold) for k in keys[idx]], dtype=np.float64)

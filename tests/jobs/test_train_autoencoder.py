@@ -211,3 +211,15 @@ def test_an_unlike_machine_gets_a_looser_threshold_of_its_own(tmp_path):
     mine = own.pop(frame["vehicle_id"].iloc[0])
     assert len(own) == 9 and mine > max(own.values())
     assert fields["threshold"] > float(np.median(list(own.values())))
+
+
+def test_per_entity_validation_holds_each_entitys_newest_readings():
+    """Calibrated per entity, validation is each entity's newest share, not the fleet's newest: an
+    entity whose readings all come early (or rarely) still has validation readings of its own."""
+    keys = np.array(["early"] * 100 + ["late"] * 400, dtype=object)   # time order: "early" stops first
+    fit = np.arange(500)
+    _, fleet_val = trainer.validation_split(fit, None, 0.2)
+    train_idx, val_idx = trainer.validation_split(fit, keys, 0.2)
+    assert set(keys[fleet_val]) == {"late"}
+    assert list(val_idx) == [*range(80, 100), *range(420, 500)]
+    assert sorted([*train_idx, *val_idx]) == list(fit)
