@@ -433,7 +433,9 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
     fields = {
         "features": fitted.to_dict(), "threshold": threshold,
         "threshold_rule": {"quantile": settings.threshold_quantile, "margin": settings.threshold_margin,
-                           "of": "validation scores (the newest training readings)", "per": settings.threshold_per,
+                           "per": settings.threshold_per,
+                           "of": "validation scores (the newest training readings"
+                                 + (" of each entity)" if keys is not None else ")"),
                            **({"entity_min_readings": settings.entity_min_readings,
                                "entities_calibrated": len(own),
                                "entities": int(len(pd.unique(keys[val_idx])))} if keys is not None else {})},
