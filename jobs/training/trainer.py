@@ -97,8 +97,8 @@ class TrainOptions(Options):
                                           "normal variation a few hundred validation readings do not show)", gt=0)
     threshold_per: Literal["fleet", "entity"] = option(
         "fleet", "fleet: one threshold for every entity; entity: each entity's own, from its own validation "
-                 "readings (for fleets of unlike machines; entities with fewer than --entity-min-readings "
-                 "validation readings, and new ones, get the fleet's)")
+                 "readings (for fleets of unlike machines; entities with fewer validation readings than the "
+                 "minimum below, and new ones, get the fleet's)")
     entity_min_readings: int = option(50, "with --threshold-per entity: the fewest validation readings an "
                                           "entity's own threshold is set from", ge=10)
     eval_fraction: float = option(0.25, "share of readings held out for evaluation", ge=0, lt=1)
