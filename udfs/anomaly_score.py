@@ -102,6 +102,16 @@ def select_device(requested: str) -> str:
     return f"gpu:{index}"
 
 
+def thresholds_for(own: dict[str, float], fleet: float, entities: Any, rows: int) -> np.ndarray | float:
+    """The threshold of each of ``rows`` readings: its entity's own (``own``: pseudonym -> threshold,
+    a model calibrated per entity) where there is one, else the fleet's; the fleet's for every row
+    when there are no own thresholds or no ``entities``. The trainer calibrates by the same rule."""
+    if not own or entities is None:
+        return fleet
+    return np.fromiter((own.get(e, fleet) if isinstance(e, str) else fleet for e in entities),
+                       dtype=np.float64, count=rows)
+
+
 class LoadedModel:
     """A verified model artifact ready to score: feature set, threshold, scorer, version."""
 
@@ -131,14 +141,11 @@ class LoadedModel:
             scores[finite] = self.scorer.score(self.features.transform(x[finite]))
         return scores
 
-    def thresholds_of(self, entities: Any, rows: int) -> np.ndarray | float:
-        """The threshold of each row's entity (its own where the model was calibrated per entity and
-        knows it; else the fleet's), or the fleet's for every row when ``entities`` is None."""
-        if not self.thresholds or entities is None:
-            return self.threshold
-        own = self.thresholds.get
-        return np.fromiter((own(e, self.threshold) if isinstance(e, str) else self.threshold for e in entities),
-                           dtype=np.float64, count=rows)
+    def flags(self, scores: np.ndarray, status: Any, entities: Any = None) -> np.ndarray:
+        """is_anomaly of scored readings (object array): None where unscorable, never while warming
+        up, else the score above the reading's threshold (see :func:`thresholds_for`)."""
+        threshold = thresholds_for(self.thresholds, self.threshold, entities, len(scores))
+        return np.where(status.unscorable, None, (scores > threshold) & ~status.warming).astype(object)
 
     def score_context(self, ctx: Any, entities: Any = None) -> tuple[np.ndarray, np.ndarray, Any]:
         """(scores, is_anomaly, status) of readings in their temporal context (udfs/feature_set.py).
@@ -148,9 +155,7 @@ class LoadedModel:
         x, status = self.features.inputs(ctx)
         scores = self.scorer.score(x) if len(x) else np.zeros(0)
         scores = np.where(status.unscorable, np.nan, scores)
-        threshold = self.thresholds_of(entities, len(scores))
-        flags = np.where(status.unscorable, None, (scores > threshold) & ~status.warming).astype(object)
-        return scores, flags, status
+        return scores, self.flags(scores, status, entities), status
 
 
 class ModelHandle:

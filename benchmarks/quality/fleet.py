@@ -87,7 +87,8 @@ def run_seed(frame: pd.DataFrame, data: dict[str, Dataset], seed: int, members: 
         model = LoadedModel(folder, manifest, "numpy")
         ctx = context_from_frame(frame, ["value"], "entity", "timestamp", [], model.window)
         entities = frame["entity"].to_numpy(dtype=object)
-        flags = {"fleet": model.score_context(ctx)[1], "entity": model.score_context(ctx, entities)[1]}
+        scores, own_flags, status = model.score_context(ctx, entities)
+        flags = {"fleet": model.flags(scores, status), "entity": own_flags}   # the same scores, flagged twice
     rows = frame.rename(columns={"timestamp": "event_time"})
     per_file: dict[str, dict[str, Any]] = {c: {} for c in CALIBRATIONS}
     for calibration, flagged in flags.items():

@@ -313,6 +313,7 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
     """
     from udfs.autoencoder import (Ensemble, NumpyScorer, batch_size_for, build_autoencoder, error_scale,
                                   import_keras, sizing)
+    from udfs.anomaly_score import thresholds_for
 
     keras = import_keras()
 
@@ -391,8 +392,7 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
     val_scores = ensemble.score(x_val)
     threshold = float(settings.threshold_margin * np.quantile(val_scores, settings.threshold_quantile))
     own = entity_thresholds(keys, val_idx, val_scores, settings)
-    row_threshold = lambda idx: threshold if not own else np.array(  # noqa: E731
-        [own.get(k, threshold) for k in keys[idx]], dtype=np.float64)
+    row_threshold = lambda idx: thresholds_for(own, threshold, keys[idx] if own else None, len(idx))  # noqa: E731
     exceed = float((val_scores > row_threshold(val_idx)).mean())
     eval_scores, eval_flags = np.array([]), np.array([], bool)
     if len(eval_idx):
