@@ -296,7 +296,7 @@ def entity_thresholds(keys: np.ndarray | None, val_idx: np.ndarray, val_scores: 
     for key in pd.unique(val_keys):
         mine = val_scores[val_keys == key]
         if key is not None and len(mine) >= settings.entity_min_readings:
-            own[str(key)] = float(settings.threshold_margin * np.quantile(mine, settings.threshold_quantile))
+            own[key] = float(settings.threshold_margin * np.quantile(mine, settings.threshold_quantile))
     return own
 
 
@@ -359,7 +359,9 @@ def train(frame: pd.DataFrame, features: FeatureSet, label_col: str | None, time
     if settings.threshold_per == "entity":
         if entity_keys is None and not (entity_col and entity_col in frame):
             raise FeatureError("--threshold-per entity needs each reading's entity: the schema names no entity column")
-        keys = (entity_keys if entity_keys is not None else frame[entity_col]).to_numpy(dtype=object)
+        ids = entity_keys if entity_keys is not None else frame[entity_col]
+        # as the jobs name entities: text (an id of another type would miss its own threshold)
+        keys = np.array([None if pd.isna(k) else str(k) for k in ids], dtype=object)
     train_idx, val_idx = validation_split(fit_idx, keys, settings.validation_split)
 
     def sub(idx: np.ndarray) -> Context:
