@@ -102,3 +102,15 @@ $(VIGIL_HOME)/.prometheus:
 	@mkdir -p $(VIGIL_HOME) && touch $@
 
 setup: $(VIGIL_HOME)/.prometheus
+
+# Vigil's own Flink functions (connectors/jvm: VIGIL_DECODE, the JVM decode) as one jar in
+# $(VIGIL_HOME)/jvm/target/, compiled against the installed PyFlink's Flink version. Maven runs
+# offline once its artifacts are in ~/.m2 (online only the first time). The extra prerequisite adds it to `setup`.
+JVM_SOURCES := connectors/jvm/pom.xml $(shell find connectors/jvm/src -type f 2>/dev/null)
+$(VIGIL_HOME)/.jvm: $(VENV)/.installed $(JVM_SOURCES)
+	@FLINK_VERSION=$$($(PY) -c 'from pyflink.version import __version__; print(__version__)') && \
+	MVN="mvn -B -q -f connectors/jvm/pom.xml -Dvigil.build=$(VIGIL_HOME)/jvm -Dflink.version=$$FLINK_VERSION package" && \
+	{ $$MVN -o 2>/dev/null || $$MVN; }
+	@mkdir -p $(VIGIL_HOME) && touch $@
+
+setup: $(VIGIL_HOME)/.jvm

@@ -22,6 +22,7 @@ the job and never disappears: each input record ends up in exactly one of scored
 from __future__ import annotations
 
 import sys
+from typing import Literal
 
 from connectors.errors import ConnectorError
 from jobs.core import scoring
@@ -41,6 +42,10 @@ class TableScoreOptions(scoring.ScoreOptions):
                                 show_default="none")
     shadow_topic: str | None = option(None, "topic for both models' scores per event (with --shadow)",
                                       show_default="<input>.shadow")
+    decode: Literal["jvm", "python"] = option(
+        "jvm", "where records are decoded and pseudonymised: jvm (Vigil's Java function, built by make setup; "
+               "validation and scoring are then the one Python stage) or python (a pandas UDF); both give the "
+               "same outputs")
 
 
 def run(settings: VigilSettings, options: TableScoreOptions) -> int:

@@ -95,7 +95,7 @@ _T0 = time.perf_counter()
 
 def half_load_latency(bench: FlinkBench, corpus: Corpus, load: float, basis: str, seconds: float,
                       exactly_once: bool, knobs: dict[str, str] | None, *, retry: bool = True,
-                      attempts: int = 3) -> tuple[dict[str, Any], float, str]:
+                      attempts: int = 3, variant: str = "e-full") -> tuple[dict[str, Any], float, str]:
     """One latency run; if the job could not keep up, again at half the rate it sustained.
 
     The load derived from the bounded runs can exceed what the unbounded job sustains next to its
@@ -105,8 +105,9 @@ def half_load_latency(bench: FlinkBench, corpus: Corpus, load: float, basis: str
     earlier: list[dict[str, Any]] = []
     for attempt in range(attempts):
         sinks = "exactly-once" if exactly_once else "at-least-once"
-        log(f"latency, {sinks} sinks{f', {knobs}' if knobs else ''}: {load:,.0f} events/s for {seconds:g} s ...")
-        r = bench.latency(corpus, load, seconds, exactly_once=exactly_once, knobs=knobs)
+        log(f"latency of {variant}, {sinks} sinks{f', {knobs}' if knobs else ''}: {load:,.0f} events/s for "
+            f"{seconds:g} s ...")
+        r = bench.latency(corpus, load, seconds, exactly_once=exactly_once, knobs=knobs, variant=variant)
         r["load_basis"] = basis
         log(f"  {r['alerts']:,} alerts, p50 {fmt(r['alert_timestamp']['p50_ms'])} ms, "
             f"p99 {fmt(r['alert_timestamp']['p99_ms'])} ms, sustained {r['sustained_rate']:,.0f}/s, "
@@ -176,8 +177,11 @@ def run(vigil: VigilSettings, args: PipelineOptions) -> int:
         preset["latency_seconds"] = args.latency_seconds
     if args.no_sweep:
         preset["sweep"] = False
+    from jobs.core import jvm_decode
+
     settings = BenchSettings(mode=mode, bootstrap_servers=vigil.bootstrap_servers, out=args.out,
-                             keep_topics=args.keep_topics, **preset)
+                             keep_topics=args.keep_topics,
+                             decode_jar=str(jvm_decode.check_jar(jvm_decode.jar_path(vigil))), **preset)
 
     from connectors.kafka_io import check_broker, create_topic, delete_topic
 
@@ -198,6 +202,7 @@ def run(vigil: VigilSettings, args: PipelineOptions) -> int:
     sweep: list[Variant] = []
     latency: list[dict[str, Any]] = []
     capacity_probe: dict[str, Any] | None = None
+    capacity_probe_jvm: dict[str, Any] | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
             log("training a quick model ...")
@@ -227,7 +232,8 @@ def run(vigil: VigilSettings, args: PipelineOptions) -> int:
             log("Flink: starting the JVM and a warm-up job (not measured) ...")
             bench = FlinkBench(settings, model, new_topic)
             bench.run_bounded("b", topics[n], n)
-            for name in ("b-raw", "b", "c", "d", "e", "d-full", "e-full"):
+            for name in ("b-raw", "b", "c", "d", "e", "d-full", "e-full", "d-full-jvm", "e-full-jvm", "a-stage",
+                         "b-stage"):
                 variants[name] = flink_variant(bench, name, topics, n)
             if settings.parallelism2:
                 variants["d@p2"] = flink_variant(bench, "d", topics, n, label="d@p2", parallelism=2)
@@ -263,6 +269,18 @@ def run(vigil: VigilSettings, args: PipelineOptions) -> int:
                 r, load, basis = half_load_latency(bench, corpus, load, basis, seconds, exactly_once, knobs,
                                                    retry=not args.latency_rate)
                 latency.append(r)
+            if settings.jvm_latency:
+                # the JVM-decode job at half of its own capacity (a probe fed at its bounded rate)
+                fed = variants["e-full-jvm"].rate
+                log(f"latency: capacity probe of the unbounded e-full-jvm job fed {fed:,.0f} events/s ...")
+                probe = bench.latency(corpus, fed, min(settings.latency_seconds, 10.0), exactly_once=False,
+                                      variant="e-full-jvm")
+                jvm_load = min(fed, probe["sustained_rate"]) / 2
+                capacity_probe_jvm = {k: probe[k] for k in ("rate", "sustained_rate", "backlog_at_end", "overloaded")}
+                r, _, _ = half_load_latency(bench, corpus, jvm_load, "half the rate the unbounded e-full-jvm job "
+                                            "sustained in its capacity probe", settings.latency_seconds, False, None,
+                                            variant="e-full-jvm")
+                latency.append(r)
     finally:
         if not settings.keep_topics:
             for topic in created:
@@ -280,6 +298,7 @@ def run(vigil: VigilSettings, args: PipelineOptions) -> int:
         "configured_knobs": bench.configured_knobs, "checkpoint_interval": bench.checkpoint_interval,
         "variants": {name: asdict(v) for name, v in variants.items()}, "ratios": ratio,
         "sweep": [asdict(v) for v in sweep], "best_knobs": best, "capacity_probe": capacity_probe,
+        "capacity_probe_jvm": capacity_probe_jvm,
         "latency": latency,
         "goals": goals(variants, ratio, latency),
     }

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,78 @@ def noop_udf() -> Any:
     return udf(NoOp(), result_type=RESULT_TYPE, func_type="pandas")
 
 
+# --- the real job with its Python stages moved: the candidates of issue 13 -----------------------
+
+REAL_JOB = ("d-full", "e-full", "d-full-jvm", "e-full-jvm")
+# one stage, decode + validate + score, with a plain sink: candidate (a) and (b) side by side
+STAGES = ("a-stage", "b-stage")
+
+
+def build_jvm_decode(raw: Any, plan: Any, jar: str) -> Any:
+    """Candidate (b), the job's default: the real job with VIGIL_DECODE (jobs/core/jvm_decode) in place
+    of the Python decode (``--decode jvm``). One Python stage is left (validate + score)."""
+    from jobs.core import scoring
+
+    return scoring.build(raw, replace(plan, decode_jar=jar))
+
+
+def build_python_decode(raw: Any, plan: Any) -> Any:
+    """The real job with the Python decode (``--decode python``): two Python stages."""
+    from jobs.core import scoring
+
+    return scoring.build(raw, replace(plan, decode_jar=None))
+
+
+def fused_udf(plan: Any) -> tuple[Any, list[tuple[str, Any]]]:
+    """Candidate (a), a benchmark prototype: decode + validate + score in one pandas UDF on the raw payload.
+
+    Returns (the UDF, its result columns): the decoded columns and ``error``, then
+    ``_validation_error`` and ANOMALY's fields as ``_score``, ``_is_anomaly``, ... (the same
+    udfs classes as the real job, called one after the other in one Python call).
+    """
+    import pandas as pd
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import ScalarFunction, udf
+
+    from udfs.anomaly_score import RESULT_TYPE, AnomalyScore
+    from udfs.preprocess import DecodeTelemetry, output_columns
+    from udfs.validate_features import ValidateFeatures, suite_columns
+
+    if plan.context != 1:
+        raise ValueError(f"the fused prototype scores single readings; this plan's context is {plan.context}")
+    suite_cols = suite_columns(plan.suite) if plan.suite is not None else []
+    columns = [*output_columns(plan.schema), ("_validation_error", DataTypes.STRING()),
+               *[(f"_{f.name}", f.data_type) for f in RESULT_TYPE.fields]]
+
+    class Fused(ScalarFunction):
+        def __init__(self) -> None:
+            self.decode = DecodeTelemetry(plan.schema, plan.secret_file)
+            self.validate = (ValidateFeatures(plan.suite, suite_cols, plan.validation_engine)
+                             if plan.suite is not None else None)
+            self.score = AnomalyScore(plan.model_store, plan.model_ref, features=plan.features, schema=plan.schema_id,
+                                      fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds,
+                                      s3=plan.s3, context=plan.context, entity=True)
+
+        def open(self, function_context: Any) -> None:
+            self.decode.open(function_context)
+            if self.validate is not None:
+                self.validate.open(function_context)
+            self.score.open(function_context)
+
+        def eval(self, payloads: pd.Series, headers: pd.Series) -> pd.DataFrame:
+            frame = self.decode.eval(payloads, headers)
+            rows = len(frame)
+            frame["_validation_error"] = (self.validate.eval(*[frame[c] for c in suite_cols])
+                                          if self.validate is not None else pd.Series([None] * rows, dtype=object))
+            scored = self.score.eval(frame[plan.outputs.entity], *[frame[f] for f in plan.features])
+            for name in scored.columns:
+                frame[f"_{name}"] = scored[name].to_numpy()
+            return frame
+
+    row = DataTypes.ROW([DataTypes.FIELD(name, dtype) for name, dtype in columns])
+    return udf(Fused(), result_type=row, func_type="pandas"), columns
+
+
 @dataclass
 class FlinkRun:
     seconds: float
@@ -219,6 +291,42 @@ class FlinkBench:
                                expectations=None if suite is not None else "none")
         return assemble(settings, options, self.schema, self.model.manifest, suite, job="bench-pipeline")
 
+    def _stage(self, variant: str, raw: Any, input_topic: str) -> Any:
+        """Decode + validate + score as one stage, one output row per record (no routing, one sink).
+
+        ``a-stage``: the fused pandas UDF on the raw payload (candidate a); ``b-stage``: VIGIL_DECODE,
+        then VALIDATE and ANOMALY in one Python stage (candidate b), both as the real job calls them.
+        """
+        from pyflink.table.expressions import col
+
+        from connectors.avro_serde import SCHEMA_HEADER
+        from jobs.core import jvm_decode
+        from udfs.anomaly_score import anomaly_udf
+        from udfs.validate_features import suite_columns, validate_udf
+
+        plan = self._scoring_plan(input_topic, {r: f"unused.{r}" for r in ("scored", "alerts", "dlq")}, self.suite)
+        ids = [col("vehicle_id_pseudonym"), col("kafka_partition").alias("source_partition"),
+               col("kafka_offset").alias("source_offset"), col("error")]
+        if variant == "a-stage":
+            fused, columns = fused_udf(plan)
+            r = raw.select(col("kafka_partition"), col("kafka_offset"),
+                           fused(col("payload"), col("kafka_headers").at(SCHEMA_HEADER)).alias("r"))
+            r = r.select(col("kafka_partition"), col("kafka_offset"), *[col("r").get(n).alias(n) for n, _ in columns])
+            return r.select(*ids, col("_validation_error").alias("validation_error"), col("_score").alias("score"),
+                            col("_is_anomaly").alias("is_anomaly"), col("_model_version").alias("model_version"))
+        decoded = jvm_decode.decoded(raw, ("kafka_partition", "kafka_offset"), plan.schema, plan.secret_file,
+                                     self.settings.decode_jar)
+        columns = suite_columns(plan.suite)
+        anomaly = anomaly_udf(plan.model_store, plan.model_ref, features=plan.features, schema=plan.schema_id,
+                              fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds, s3=plan.s3,
+                              context=plan.context, entity=True)
+        checked = decoded.add_columns(
+            validate_udf(plan.suite, columns, plan.validation_engine)(*[col(c) for c in columns])
+            .alias("validation_error"), anomaly(col(plan.outputs.entity), *[col(f) for f in plan.features]).alias("s"))
+        return checked.select(*ids, col("validation_error"), col("s").get("score").alias("score"),
+                              col("s").get("is_anomaly").alias("is_anomaly"),
+                              col("s").get("model_version").alias("model_version"))
+
     def statements(self, variant: str, input_topic: str, *, bounded: bool = True,
                    exactly_once: bool = False) -> tuple[Any, dict[str, str]]:
         """(statement set, output topics by role) of ``variant``.
@@ -231,14 +339,21 @@ class FlinkBench:
         from udfs.anomaly_score import anomaly_udf
 
         statements = self.t_env.create_statement_set()
-        if variant in ("d-full", "e-full"):
-            from jobs.core import scoring, sinks
+        if variant in REAL_JOB:
+            from jobs.core import sinks
 
             outputs = {name: self.new_topic(f"{variant}.{name}") for name in ("scored", "alerts", "dlq")}
-            plan = self._scoring_plan(input_topic, outputs, self.suite if variant == "e-full" else None)
-            sinks.attach(statements, scoring.build(self._raw(input_topic, bounded), plan), plan,
-                         exactly_once=exactly_once)
+            plan = self._scoring_plan(input_topic, outputs, self.suite if variant.startswith("e-") else None)
+            raw = self._raw(input_topic, bounded)
+            tables = (build_jvm_decode(raw, plan, self.settings.decode_jar) if variant.endswith("-jvm")
+                      else build_python_decode(raw, plan))
+            sinks.attach(statements, tables, plan, exactly_once=exactly_once)
             return statements, {"main": outputs["scored"], "dlq": outputs["dlq"], "alerts": outputs["alerts"]}
+        if variant in STAGES:
+            out = self.new_topic(variant)
+            table = self._stage(variant, self._raw(input_topic, bounded), input_topic)
+            statements.add_insert(self._json_sink(table, out, "vehicle_id_pseudonym", exactly_once), table)
+            return statements, {"main": out}
 
         out = self.new_topic(variant)
         if variant == "b-raw":
@@ -298,8 +413,8 @@ class FlinkBench:
         return FlinkRun(seconds, written, rate)
 
     def latency(self, corpus: Corpus, rate: float, seconds: float, *, exactly_once: bool,
-                knobs: dict[str, str] | None = None) -> dict[str, Any]:
-        """Event-to-alert latency of the real scoring job (e-full, unbounded) under ``rate`` events/s."""
+                knobs: dict[str, str] | None = None, variant: str = "e-full") -> dict[str, Any]:
+        """Event-to-alert latency of the real scoring job (``variant``, unbounded) under ``rate`` events/s."""
         from confluent_kafka import Producer
         from pyflink.java_gateway import get_gateway
 
@@ -307,7 +422,7 @@ class FlinkBench:
         source = self.new_topic("latency.in")
         interval_ms = get_gateway().jvm.org.apache.flink.util.TimeUtils.parseDuration(
             self.checkpoint_interval).toMillis()
-        statements, outputs = self.statements("e-full", source, bounded=False, exactly_once=exactly_once)
+        statements, outputs = self.statements(variant, source, bounded=False, exactly_once=exactly_once)
         alerts_topic, counted = outputs["alerts"], (outputs["main"], outputs["dlq"])
         self.env.enable_checkpointing(interval_ms)
         self._configure("latency", knobs, 1)
@@ -370,6 +485,7 @@ class FlinkBench:
             job.cancel().result()
         return latency_figures(bootstrap, source, alerts_topic, seen.received, measure_from_ms, measure_to_ms,
                                rate=rate, exactly_once=exactly_once, interval_ms=interval_ms, knobs=knobs,
+                               variant=variant,
                                backlog_at_end=backlog,
                                # Up to bundle.time (1 s) of input waits in each of the two Python
                                # stages by design; more, or falling behind the feed, is overload.

@@ -132,6 +132,7 @@ class ScoringPlan:
     alarm: Hysteresis = Hysteresis()
     shadow_ref: str | None = None  # a second model that scores every event in shadow (--shadow)
     shadow_manifest: dict[str, Any] | None = None
+    decode_jar: str | None = None  # VIGIL_DECODE's jar: decode on the JVM (jobs/core/jvm_decode); None: in Python
 
     @property
     def features(self) -> list[str]:
@@ -238,6 +239,11 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
     if shadow_manifest is not None:
         topics["shadow"] = getattr(options, "shadow_topic", None) or f"{base}.shadow"
     tier_uri = settings.tier_for(options.input_topic) if tier else None
+    decode_jar = None
+    if getattr(options, "decode", "python") == "jvm":
+        from jobs.core import jvm_decode
+
+        decode_jar = str(jvm_decode.check_jar(jvm_decode.jar_path(settings)))
     return ScoringPlan(
         job=job, input_topic=options.input_topic, topics=topics, bootstrap_servers=settings.bootstrap_servers,
         group_id=options.group_id or f"vigil-{job}", start=start, savepoint=options.from_savepoint,
@@ -248,7 +254,7 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
         secret_file=str(settings.pseudonym.secret_file) if settings.pseudonym.secret_file else None,
         s3=settings.s3_for(settings.model_store, tier_uri), tier=tier_uri, context=context, alarm=alarm,
         shadow_ref=str(ModelRef.parse(getattr(options, "shadow"))) if shadow_manifest is not None else None,
-        shadow_manifest=shadow_manifest)
+        shadow_manifest=shadow_manifest, decode_jar=decode_jar)
 
 
 @dataclass
@@ -271,12 +277,17 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
     from udfs.preprocess import decode_udf, output_columns
 
     out = plan.outputs
-    decoded_cols = [name for name, _ in output_columns(plan.schema)]
-    decode = decode_udf(plan.schema, plan.secret_file)
-    decoded = raw.select(
-        *[col(c) for c in RAW_COLUMNS],
-        decode(col("payload"), col("kafka_headers").at(SCHEMA_HEADER)).alias("d"),
-    ).select(*[col(c) for c in RAW_COLUMNS], *[col("d").get(name).alias(name) for name in decoded_cols])
+    if plan.decode_jar:  # the same table, decoded on the JVM: validation and scoring are the one Python stage
+        from jobs.core import jvm_decode
+
+        decoded = jvm_decode.decoded(raw, RAW_COLUMNS, plan.schema, plan.secret_file, plan.decode_jar)
+    else:
+        decoded_cols = [name for name, _ in output_columns(plan.schema)]
+        decode = decode_udf(plan.schema, plan.secret_file)
+        decoded = raw.select(
+            *[col(c) for c in RAW_COLUMNS],
+            decode(col("payload"), col("kafka_headers").at(SCHEMA_HEADER)).alias("d"),
+        ).select(*[col(c) for c in RAW_COLUMNS], *[col("d").get(name).alias(name) for name in decoded_cols])
     model_inputs = [col(f) for f in plan.features]
     if plan.context > 1:
         decoded, model_inputs = with_context(decoded, plan)

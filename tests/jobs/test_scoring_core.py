@@ -13,6 +13,7 @@ import hashlib
 import io
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -185,8 +186,12 @@ def _episodes(plan, scored, alerts):
     return events
 
 
-def test_table_job_routes_every_raw_record_once(t_env, plan, records, trained_model):
-    tables = scoring.build(raw_table(t_env, records[0]), plan)
+@pytest.mark.parametrize("decode", ["jvm", "python"])
+def test_table_job_routes_every_raw_record_once(t_env, plan, records, trained_model, stack_settings, decode):
+    from jobs.core import jvm_decode
+
+    jar = str(jvm_decode.check_jar(jvm_decode.jar_path(stack_settings))) if decode == "jvm" else None
+    tables = scoring.build(raw_table(t_env, records[0]), replace(plan, decode_jar=jar))
     scored, alerts, dlq = _check((collect(tables.scored), collect(tables.alerts), collect(tables.dead_letters)),
                                  plan, records, trained_model)
     _episodes(plan, scored, alerts)
