@@ -69,12 +69,17 @@ GOALS: list[tuple[str, str, float, str]] = [
     ("real job, JVM decode (e-full-jvm)/(f)", "e-full-jvm/f", 2.0, ">="),
     ("real job, Python decode (e-full)/(b)", "e-full/b", 0.8, ">="),
     ("real job, Python decode (e-full)/(f)", "e-full/f", 2.0, ">="),
+    ("low-latency profile: event-to-alert p99 ms at half its load, at-least-once", "low_latency_p99_ms", 200, "<="),
+    ("low-latency profile, exactly-once: visible p99 ms beyond the checkpoint interval",
+     "low_latency_eo_visible_p99_over_interval_ms", 1000, "<="),
 ]
 RATIOS: list[tuple[str, str]] = [("d", "c"), ("d", "f"), ("c", "b"), ("e", "d"), ("g", "d"),
                                  ("d-full", "d"), ("e-full", "d-full"), ("b", "a-consume"),
                                  ("e-full", "b"), ("e-full", "f"), ("e-full-jvm", "b"), ("e-full-jvm", "f"),
                                  ("e-full-jvm", "e-full"), ("e-full-jvm", "e"), ("d-full-jvm", "d"),
-                                 ("b-stage", "a-stage"), ("b-stage", "e"), ("e-full-jvm", "b-stage")]
+                                 ("b-stage", "a-stage"), ("b-stage", "e"), ("e-full-jvm", "b-stage"),
+                                 ("e-full-jvm/low-latency", "e-full-jvm"), ("e-full-jvm@p2", "e-full-jvm"),
+                                 ("d@p2", "d")]
 
 DESCRIPTIONS = {
     "a-produce": "confluent-kafka produce, pre-serialised Avro (idempotent, acks=all, lz4)",

@@ -300,7 +300,7 @@ class FlinkBench:
         from pyflink.table.expressions import col
 
         from connectors.avro_serde import SCHEMA_HEADER
-        from jobs.core import jvm_decode
+        from jobs.core import jvm_decode, scoring
         from udfs.anomaly_score import anomaly_udf
         from udfs.validate_features import suite_columns, validate_udf
 
@@ -320,9 +320,11 @@ class FlinkBench:
         anomaly = anomaly_udf(plan.model_store, plan.model_ref, features=plan.features, schema=plan.schema_id,
                               fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds, s3=plan.s3,
                               context=plan.context, entity=True)
-        checked = decoded.add_columns(
+        # the DataStream boundary of the real job (scoring.computed_once): the planner cannot split a
+        # projection that reads the fields of the Python result it computes
+        checked = scoring.computed_once(decoded.add_columns(
             validate_udf(plan.suite, columns, plan.validation_engine)(*[col(c) for c in columns])
-            .alias("validation_error"), anomaly(col(plan.outputs.entity), *[col(f) for f in plan.features]).alias("s"))
+            .alias("validation_error"), anomaly(col(plan.outputs.entity), *[col(f) for f in plan.features]).alias("s")))
         return checked.select(*ids, col("validation_error"), col("s").get("score").alias("score"),
                               col("s").get("is_anomaly").alias("is_anomaly"),
                               col("s").get("model_version").alias("model_version"))

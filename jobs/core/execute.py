@@ -30,6 +30,7 @@ def execute(settings: VigilSettings, plan: ScoringPlan, build: Callable[[Any], S
             print(f"resuming from {resume_from}: the last run's latest checkpoint (its offsets and committed "
                   f"output; --from-earliest/--from-timestamp/--from-offsets start elsewhere)", flush=True)
     overrides = {"execution__state-recovery__path": resume_from} if resume_from else {}
+    overrides.update({key.replace(".", "__"): value for key, value in plan.knobs.items()})  # --profile
     _, t_env = stream_table_environment(parallelism__default=plan.parallelism,
                                         pipeline__name=f"vigil-{plan.job}:{plan.input_topic}",
                                         **checkpointing(plan), **overrides)

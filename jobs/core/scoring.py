@@ -14,7 +14,7 @@ disappears: each input record ends up in exactly one of scored or dead letters.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pyflink.table import Table
@@ -94,6 +94,13 @@ class ScoreOptions(Options):
                                                 "--alarm-within readings are anomalous", ge=1)
     alarm_within: int = option(Hysteresis.within, "alerts: readings the --alarm-enter count looks back over", ge=1)
     alarm_clear: int = option(Hysteresis.clear, "alerts: consecutive normal readings that close an alarm", ge=1)
+    profile: Literal["throughput", "low-latency"] = option(
+        "throughput", "throughput: the Python stage's bundles and Arrow batches of flink-conf/ (up to 1 s, 10,000 "
+                      "rows); low-latency: bundles of at most 1,000 rows flushed every 20 ms, for alerts within "
+                      "~200 ms at a cost in events/s (benchmarks/README.md has both figures)")
+    delivery: Literal["exactly-once", "at-least-once"] = option(
+        "exactly-once", "the Kafka sinks: exactly-once (transactions, visible to read_committed consumers at each "
+                        "checkpoint) or at-least-once (visible at once; a restart may write a record twice)")
 
 
 SCORE_SETTINGS_FLAGS = ("kafka.bootstrap_servers", "model.store", "tier", "pseudonym.secret_file")
@@ -133,6 +140,8 @@ class ScoringPlan:
     shadow_ref: str | None = None  # a second model that scores every event in shadow (--shadow)
     shadow_manifest: dict[str, Any] | None = None
     decode_jar: str | None = None  # VIGIL_DECODE's jar: decode on the JVM (jobs/core/jvm_decode); None: in Python
+    knobs: dict[str, str] = field(default_factory=dict)  # Flink configuration of the --profile
+    exactly_once: bool = True   # the Kafka sinks' delivery (--delivery)
 
     @property
     def features(self) -> list[str]:
@@ -254,7 +263,8 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
         secret_file=str(settings.pseudonym.secret_file) if settings.pseudonym.secret_file else None,
         s3=settings.s3_for(settings.model_store, tier_uri), tier=tier_uri, context=context, alarm=alarm,
         shadow_ref=str(ModelRef.parse(getattr(options, "shadow"))) if shadow_manifest is not None else None,
-        shadow_manifest=shadow_manifest, decode_jar=decode_jar)
+        shadow_manifest=shadow_manifest, decode_jar=decode_jar, knobs=dict(PROFILES[options.profile]),
+        exactly_once=options.delivery == "exactly-once")
 
 
 @dataclass
@@ -354,6 +364,14 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
             col("shadow_s").get("is_anomaly").alias("shadow_is_anomaly"),
             col("shadow_s").get("model_version").alias("shadow_model_version")))
     return ScoredTables(scored, alerts, dead_letters, shadowed)
+
+
+# Flink configuration each --profile sets on the job (its table config); throughput keeps flink-conf/'s.
+PROFILES: dict[str, dict[str, str]] = {
+    "throughput": {},
+    "low-latency": {"python.fn-execution.bundle.time": "20", "python.fn-execution.bundle.size": "1000",
+                    "python.fn-execution.arrow.batch.size": "1000"},
+}
 
 
 CONTEXT_KEY, CONTEXT_TIME, ALERT_TIME = "_ctx_key", "_ctx_pt", "_alert_pt"

@@ -1,8 +1,9 @@
 """The sinks of a scoring job, attached to its outputs: three Kafka topics and the Parquet tier.
 
-All exactly-once: the Kafka sinks write in transactions that commit on checkpoints (consumers
-read them with ``isolation.level=read_committed``), the filesystem sink commits its part files on
-checkpoints. Each sink's schema, JSON field names and Kafka key come from the record contract
+Exactly-once by default: the Kafka sinks write in transactions that commit on checkpoints
+(consumers read them with ``isolation.level=read_committed``); ``--delivery at-least-once`` makes
+each record visible at once instead (a restart may write one twice). The filesystem sink commits
+its part files on checkpoints. Each sink's schema, JSON field names and Kafka key come from the record contract
 (connectors/records.py).
 """
 from __future__ import annotations
@@ -17,9 +18,12 @@ from connectors.records import Contract
 from jobs.core.scoring import ScoredTables, ScoringPlan
 
 
-def attach(statements: Any, tables: ScoredTables, plan: ScoringPlan, *, exactly_once: bool = True) -> None:
-    """Add one INSERT per output to ``statements`` (a StatementSet); the tier when the plan has one."""
+def attach(statements: Any, tables: ScoredTables, plan: ScoringPlan, *, exactly_once: bool | None = None) -> None:
+    """Add one INSERT per output to ``statements`` (a StatementSet); the tier when the plan has one.
+
+    ``exactly_once``: the Kafka sinks' delivery (default: the plan's, ``--delivery``)."""
     out = plan.outputs
+    exactly_once = plan.exactly_once if exactly_once is None else exactly_once
     for name, table, contract in (("scored", tables.scored, out.scored), ("alerts", tables.alerts, out.alerts),
                                   ("dlq", tables.dead_letters, out.dead_letters)):
         statements.add_insert(kafka_sink(contract, plan.topics[name], plan.bootstrap_servers,
