@@ -13,6 +13,10 @@ Variants, all measured in one run against the local Kafka broker (see benchmarks
 * ``e``: ``d`` plus the compiled telemetry-v1 expectation suite (validate_udf);
 * ``d-full`` / ``e-full``: the real scoring job (``jobs.core.scoring.build``: Python decode and
   pseudonymisation, scoring, routing to scored/alerts/dlq) without / with the suite;
+* ``d-full-jvm`` / ``e-full-jvm``: the same with the decode on the JVM (``--decode jvm``, the
+  job's default), also with ``--profile low-latency`` and (full mode) at parallelism 2;
+* ``a-stage`` / ``b-stage``: one stage of decode + validate + score, fused in one pandas UDF (a)
+  or decoded on the JVM first (b), one JSON row per record, no routing;
 * ``f``: a hand-rolled Python consumer: batch consume, fastavro decode, numpy autoencoder,
   batch produce of JSON results;
 * ``g``: the numpy scorer alone on a ready float32 matrix.

@@ -162,7 +162,7 @@ def goals(variants: dict[str, Variant], ratio: dict[str, float | None],
 class PipelineOptions(Options):
     """How big a run, and what else to measure (each mode's sizes: benchmarks/pipeline/settings.MODES)."""
 
-    quick: bool = option(False, "N=30k, ~3-4 min: indicative figures")
+    quick: bool = option(False, "N=30k, ~6 min: indicative figures")
     smoke: bool = option(False, "N=3k, every variant once: checks the benchmark runs, figures are noise")
     events: int | None = option(None, "N (overrides the mode's)", show_default="the mode's; full: 200000", ge=100)
     latency_seconds: float | None = option(None, "measured window of each latency run", show_default="the mode's",

@@ -42,7 +42,7 @@ MODES: dict[str, dict[str, Any]] = {
     "quick": {"events": 30_000, "unique_events": 20_000, "latency_seconds": 8.0, "sweep": False,
               "exactly_once_latency": False, "bundle_time_latency": False, "parallelism2": False,
               "jvm_latency": True},
-    # ~10 minutes on 2 cores: the figures to quote.
+    # ~16 minutes on 2 cores: the figures to quote.
     "full": {"events": 200_000, "unique_events": 50_000, "latency_seconds": 25.0, "sweep": True,
              "exactly_once_latency": True, "bundle_time_latency": True, "parallelism2": True,
              "jvm_latency": True},

@@ -20,7 +20,7 @@ from vigil.settings import VigilSettings
 
 def execute(settings: VigilSettings, plan: ScoringPlan, build: Callable[[Any], ScoredTables], describe: str) -> int:
     flink_home.activate(settings)
-    from jobs.core.flink_env import checkpointing, detached, stream_table_environment
+    from jobs.core.flink_env import detached, stream_table_environment
 
     key = resume.run_key(plan.job, plan.input_topic, plan.group_id)
     resume_from = plan.savepoint
@@ -29,11 +29,7 @@ def execute(settings: VigilSettings, plan: ScoringPlan, build: Callable[[Any], S
         if resume_from:
             print(f"resuming from {resume_from}: the last run's latest checkpoint (its offsets and committed "
                   f"output; --from-earliest/--from-timestamp/--from-offsets start elsewhere)", flush=True)
-    overrides = {"execution__state-recovery__path": resume_from} if resume_from else {}
-    overrides.update({key.replace(".", "__"): value for key, value in plan.knobs.items()})  # --profile
-    _, t_env = stream_table_environment(parallelism__default=plan.parallelism,
-                                        pipeline__name=f"vigil-{plan.job}:{plan.input_topic}",
-                                        **checkpointing(plan), **overrides)
+    _, t_env = stream_table_environment(**environment_overrides(plan, resume_from))
     raw = t_env.from_descriptor(flink_kafka.raw_source(plan.input_topic, plan.bootstrap_servers,
                                                        group_id=plan.group_id, bounded=plan.bounded,
                                                        start=plan.start, until_ms=plan.until_ms))
@@ -53,3 +49,17 @@ def execute(settings: VigilSettings, plan: ScoringPlan, build: Callable[[Any], S
     if plan.bounded or plan.until_ms is not None:
         print(f"job {job_id} finished in {time.monotonic() - started:.1f}s", flush=True)
     return 0
+
+
+def environment_overrides(plan: ScoringPlan, resume_from: str | None) -> dict[str, str | int]:
+    """The job's own Flink configuration over flink-conf/'s (keys with ``__`` for ``.``): parallelism,
+    name, checkpoint interval, the state to resume from, and the ``--profile``'s settings."""
+    from jobs.core.flink_env import checkpointing
+
+    overrides: dict[str, str | int] = {"parallelism__default": plan.parallelism,
+                                       "pipeline__name": f"vigil-{plan.job}:{plan.input_topic}", **checkpointing(plan)}
+    if resume_from:
+        overrides["execution__state-recovery__path"] = resume_from
+    overrides.update({key.replace(".", "__"): value for key, value in plan.knobs.items()})
+    return overrides
+

@@ -72,7 +72,10 @@ def register(t_env: Any, jar: Path | str) -> None:
     path = check_jar(jar)
     config = t_env.get_config()
     url = path.resolve().as_uri()
-    jars = [j for j in (config.get(_JARS_KEY, "") or "").split(";") if j]
+    from pyflink.common import Configuration
+
+    # flink run gives the list in YAML form (['file:...flink-python.jar']), a local job as a;b
+    jars = [str(j) for j in Configuration.parse_list_value(config.get(_JARS_KEY, "") or "") if j]
     if url not in jars:
         config.set(_JARS_KEY, ";".join([*jars, url]))
     if FUNCTION.lower() not in {f.lower() for f in t_env.list_user_defined_functions()}:

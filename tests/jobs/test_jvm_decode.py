@@ -301,3 +301,48 @@ def test_the_scoring_job_writes_the_same_outputs_with_either_decode(t_env, plan,
         assert opened[0] == opened[1]
         assert ({**p, "payload": None, "reason": ADDRESS.sub("", p["reason"])}
                 == {**j, "payload": None, "reason": ADDRESS.sub("", j["reason"])})
+
+
+# --- the Table job's options: --decode, --profile, --delivery -------------------------------------
+
+def test_the_table_jobs_options_choose_the_decode_the_profile_and_the_sinks_delivery(trained_model, secret_file,
+                                                                                     jar, stack_settings, tmp_path):
+    from jobs import score_events
+    from jobs.core.execute import environment_overrides
+    from jobs.core.flink_env import stream_table_environment
+    from jobs.core.scoring import PROFILES
+
+    schema = load_schema()
+    settings = stack_settings.model_copy(update={"tier": "none"})
+
+    def planned(**options) -> scoring.ScoringPlan:
+        return assemble(settings, score_events.TableScoreOptions(input_topic="raw.telemetry", model=REF, **options),
+                        schema, trained_model[1], None, job="test-options")
+
+    default = planned()
+    assert default.decode_jar == jar and default.knobs == {} and default.exactly_once
+    chosen = planned(decode="python", profile="low-latency", delivery="at-least-once")
+    assert chosen.decode_jar is None and not chosen.exactly_once
+    assert chosen.knobs == PROFILES["low-latency"] and chosen.knobs["python.fn-execution.bundle.time"] == "20"
+    # the profile reaches the job's configuration
+    config = stream_table_environment(**environment_overrides(chosen, None))[1].get_config()
+    assert {key: config.get(key, None) for key in chosen.knobs} == chosen.knobs
+    # the sinks follow --delivery
+    inserts = []
+
+    class Statements:
+        def add_insert(self, descriptor, table):
+            inserts.append(dict(descriptor._j_table_descriptor.getOptions()))
+
+    from jobs.core import sinks
+
+    t_env = stream_table_environment(parallelism__default=1)[1]
+    for plan_, guarantee in ((default, "exactly-once"), (chosen, "at-least-once")):
+        inserts.clear()
+        sinks.attach(Statements(), scoring.build(raw_table(t_env, avro_records(schema)[0][:3]), plan_), plan_)
+        assert [o["sink.delivery-guarantee"] for o in inserts] == [guarantee] * 3
+    # without the jar (a machine where make setup did not build it), one clear line
+    elsewhere = settings.model_copy(update={"home": tmp_path})
+    with pytest.raises(jvm_decode.JvmDecodeError, match=r"does not exist; build it with `make setup`"):
+        assemble(elsewhere, score_events.TableScoreOptions(input_topic="raw.telemetry", model=REF), schema,
+                 trained_model[1], None, job="test-options")
