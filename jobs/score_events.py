@@ -34,7 +34,7 @@ from vigil.settings import VigilSettings
 JOB = "score-events"
 
 
-class TableScoreOptions(scoring.ScoreOptions):
+class TableScoreOptions(scoring.JobOptions):
     """The scoring job's options, plus shadow scoring (the Table job only)."""
 
     shadow: str | None = option(None, "a second model (name@alias or name@N) that scores every event in shadow, "

@@ -28,7 +28,7 @@ from vigil.settings import VigilSettings
 JOB = "score-events-stream"
 
 
-class StreamScoreOptions(scoring.ScoreOptions):
+class StreamScoreOptions(scoring.JobOptions):
     scored_topic: str | None = option(None, "topic for every scored event", show_default="<input>.stream.scored")
     alerts_topic: str | None = option(None, "topic for alerts", show_default="<input>.stream.alerts")
     dlq_topic: str | None = option(None, "topic for dead letters", show_default="<input>.stream.dlq")

@@ -62,4 +62,3 @@ def environment_overrides(plan: ScoringPlan, resume_from: str | None) -> dict[st
         overrides["execution__state-recovery__path"] = resume_from
     overrides.update({key.replace(".", "__"): value for key, value in plan.knobs.items()})
     return overrides
-

@@ -17,9 +17,10 @@ Python stage (validate + score):
   reads the secret in ``open()`` (``VIGIL_PSEUDONYM_SECRET`` in the TaskManager's environment
   first, as the Python workers do).
 
-Where the Python decode fails its job, the JVM one keeps the record as a dead letter instead
-(JSON payloads only: integers too large for their column or for a float, an entity id holding a
-lone surrogate, nesting deeper than ~990 levels); see connectors/jvm/README.md.
+Where the Python decode fails its job, the JVM one keeps the record as a dead letter instead: an
+Avro ``int`` beyond 32 bits, and in JSON payloads integers too large for their column or for a
+float, a non-string in a bytes column, a time beyond 64 bits of milliseconds, an entity id with a
+lone surrogate, nesting deeper than 990 levels. connectors/jvm/README.md lists the reasons.
 """
 from __future__ import annotations
 
@@ -69,11 +70,11 @@ def check_jar(jar: Path | str) -> Path:
 
 def register(t_env: Any, jar: Path | str) -> None:
     """Ship ``jar`` with the job (``pipeline.jars``, other jars kept) and register VIGIL_DECODE once."""
+    from pyflink.common import Configuration
+
     path = check_jar(jar)
     config = t_env.get_config()
     url = path.resolve().as_uri()
-    from pyflink.common import Configuration
-
     # flink run gives the list in YAML form (['file:...flink-python.jar']), a local job as a;b
     jars = [str(j) for j in Configuration.parse_list_value(config.get(_JARS_KEY, "") or "") if j]
     if url not in jars:

@@ -94,10 +94,16 @@ class ScoreOptions(Options):
                                                 "--alarm-within readings are anomalous", ge=1)
     alarm_within: int = option(Hysteresis.within, "alerts: readings the --alarm-enter count looks back over", ge=1)
     alarm_clear: int = option(Hysteresis.clear, "alerts: consecutive normal readings that close an alarm", ge=1)
+
+
+class JobOptions(ScoreOptions):
+    """The options of the scoring jobs that Vigil submits itself (Table API and DataStream; the SQL
+    script's job is configured by its session)."""
+
     profile: Literal["throughput", "low-latency"] = option(
         "throughput", "throughput: the Python stage's bundles and Arrow batches of flink-conf/ (up to 1 s, 10,000 "
-                      "rows); low-latency: bundles of at most 1,000 rows flushed every 20 ms, for alerts within "
-                      "~200 ms at a cost in events/s (benchmarks/README.md has both figures)")
+                      "rows); low-latency: bundles of at most 1,000 rows flushed every 20 ms, for alerts within a "
+                      "few hundred ms at 0.5-0.7x the events/s (benchmarks/README.md has both figures)")
     delivery: Literal["exactly-once", "at-least-once"] = option(
         "exactly-once", "the Kafka sinks: exactly-once (transactions, visible to read_committed consumers at each "
                         "checkpoint) or at-least-once (visible at once; a restart may write a record twice)")
@@ -263,8 +269,9 @@ def assemble(settings: VigilSettings, options: ScoreOptions, schema: dict[str, A
         secret_file=str(settings.pseudonym.secret_file) if settings.pseudonym.secret_file else None,
         s3=settings.s3_for(settings.model_store, tier_uri), tier=tier_uri, context=context, alarm=alarm,
         shadow_ref=str(ModelRef.parse(getattr(options, "shadow"))) if shadow_manifest is not None else None,
-        shadow_manifest=shadow_manifest, decode_jar=decode_jar, knobs=dict(PROFILES[options.profile]),
-        exactly_once=options.delivery == "exactly-once")
+        shadow_manifest=shadow_manifest, decode_jar=decode_jar,
+        knobs=dict(PROFILES[getattr(options, "profile", "throughput")]),
+        exactly_once=getattr(options, "delivery", "exactly-once") == "exactly-once")
 
 
 @dataclass

@@ -3,8 +3,8 @@
 Exactly-once by default: the Kafka sinks write in transactions that commit on checkpoints
 (consumers read them with ``isolation.level=read_committed``); ``--delivery at-least-once`` makes
 each record visible at once instead (a restart may write one twice). The filesystem sink commits
-its part files on checkpoints. Each sink's schema, JSON field names and Kafka key come from the record contract
-(connectors/records.py).
+its part files on checkpoints. Each sink's schema, JSON field names and Kafka key come from the
+record contract (connectors/records.py).
 """
 from __future__ import annotations
 

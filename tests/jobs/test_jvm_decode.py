@@ -239,6 +239,28 @@ def test_json_decodes_identically(t_env, secret_file, jar):
     assert "impossible_value: engine_rpm=inf" in errors
 
 
+def test_json_the_python_decode_cannot_keep_becomes_dead_letters_on_the_jvm(t_env, secret_file, jar):
+    """Records on which the Python decode raises outside its per-record handling (its job would
+    restart on them): on the JVM each is a row with its reason (connectors/jvm/README.md)."""
+    schema = {**load_schema(), "vigil.format": "json"}
+    header = {SCHEMA_HEADER: schema_id(schema).encode()}
+    template = json.loads(json_documents()[0])
+    docs = [json.dumps({**template, "speed_kmh": 10**400}).encode(),
+            json.dumps({**template, "event_time": 1e300}).encode(),
+            json.dumps({**template, "vehicle_id": "v-\ud800"}).encode(),
+            b"[" * 2000 + b"]" * 2000,
+            json.dumps(template).encode()]
+    records = [RawRecord(b"k", doc, 0, i, headers=header) for i, doc in enumerate(docs)]
+    rows = sorted(collect(jvm_decode.decoded(raw_table(t_env, records), KEEP, schema, secret_file, jar)),
+                  key=lambda r: r["kafka_offset"])
+    errors = [r["error"] for r in rows]
+    assert errors[0] == "undecodable: speed_kmh: int too large to convert to float"
+    assert errors[1].startswith("impossible_value: event_time=") and errors[1].endswith("outside the years 1..9999")
+    assert errors[2] == "undecodable: vehicle_id is not encodable as UTF-8 (a lone surrogate)"
+    assert errors[3] == "undecodable: nested deeper than 990 levels"
+    assert errors[4] is None and rows[4]["vehicle_id_pseudonym"] == pseudonym(SECRET.encode(), template["vehicle_id"])
+
+
 # --- the secret, the jar --------------------------------------------------------------------------
 
 def test_the_plan_names_the_secret_file_never_the_secret(t_env, secret_file, jar):
