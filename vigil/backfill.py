@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from connectors.errors import ConnectorError
 from jobs import score_events
-from jobs.core.scoring import ScoreOptions, _iso_millis
+from jobs.core.scoring import _iso_millis
 from stack import flink_home
 from vigil.commands import Options, command, option
 from vigil.settings import VigilSettings
@@ -34,9 +34,10 @@ class BackfillOptions(Options):
 def run(settings: VigilSettings, o: BackfillOptions) -> int:
     prefix = o.prefix or f"{o.input_topic}.backfill"
     settings = settings.evolve(tier=o.tier or "none")
-    options = ScoreOptions(input_topic=o.input_topic, model=o.model, from_timestamp=o.since, until=o.until,
-                           bounded=o.until is None, scored_topic=f"{prefix}.scored", alerts_topic=f"{prefix}.alerts",
-                           dlq_topic=f"{prefix}.dlq", group_id=f"vigil-backfill-{prefix}")
+    options = score_events.TableScoreOptions(
+        input_topic=o.input_topic, model=o.model, from_timestamp=o.since, until=o.until, bounded=o.until is None,
+        scored_topic=f"{prefix}.scored", alerts_topic=f"{prefix}.alerts", dlq_topic=f"{prefix}.dlq",
+        group_id=f"vigil-backfill-{prefix}")
     return score_events.run(settings, options)
 
 

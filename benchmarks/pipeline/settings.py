@@ -37,7 +37,7 @@ MODES: dict[str, dict[str, Any]] = {
     # CI smoke test: every variant once, no knob sweep; figures are noise at this size.
     "smoke": {"events": 3_000, "unique_events": 3_000, "latency_seconds": 4.0, "sweep": False,
               "exactly_once_latency": False, "bundle_time_latency": False, "parallelism2": False,
-              "jvm_latency": False},
+              "jvm_latency": True},
     # A few minutes: indicative figures, one knob setting (the configured one).
     "quick": {"events": 30_000, "unique_events": 20_000, "latency_seconds": 8.0, "sweep": False,
               "exactly_once_latency": False, "bundle_time_latency": False, "parallelism2": False,
