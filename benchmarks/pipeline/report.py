@@ -41,12 +41,13 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{probe_jvm['rate']:,.0f} events/s")
         lines += ["", head + ":", "",
                   "| job | sinks | python knobs | load ev/s | events | alerts | p50 ms | p99 ms | max ms "
-                  "| visible p50 ms | visible p99 ms | backlog at end |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| visible p50 ms | visible p99 ms | backlog at end |", "|---" * 12 + "|"]
         for r in result["latency"]:
             sinks = f"exactly-once, checkpoint {r['interval_ms'] / 1000:g} s" if r["exactly_once"] else "at-least-once"
             knobs = ", ".join(f"{k.rsplit('.', 2)[-2]}.{k.rsplit('.', 1)[-1]}={v}" for k, v in (r["knobs"] or {}).items())
             a, s = r["alert_timestamp"], r["alert_visible"]
-            lines.append(f"| {r.get('variant', 'e-full')} | {sinks} | {knobs or 'configured'} | {fmt(r['achieved_rate'])} | {r['events_in_window']:,} "
+            lines.append(f"| {r.get('variant', 'e-full')} | {sinks} | {knobs or 'configured'} "
+                         f"| {fmt(r['achieved_rate'])} | {r['events_in_window']:,} "
                          f"| {r['alerts']:,} | {fmt(a['p50_ms'])} | {fmt(a['p99_ms'])} | {fmt(a['max_ms'])} "
                          f"| {fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} "
                          f"| {r['backlog_at_end']:,}{' (overloaded)' if r['overloaded'] else ''} |")
