@@ -301,7 +301,6 @@ class FlinkBench:
 
         from connectors.avro_serde import SCHEMA_HEADER
         from jobs.core import jvm_decode, scoring
-        from udfs.anomaly_score import anomaly_udf
         from udfs.validate_features import suite_columns, validate_udf
 
         plan = self._scoring_plan(input_topic, {r: f"unused.{r}" for r in ("scored", "alerts", "dlq")}, self.suite)
@@ -317,9 +316,7 @@ class FlinkBench:
         decoded = jvm_decode.decoded(raw, ("kafka_partition", "kafka_offset"), plan.schema, plan.secret_file,
                                      self.settings.decode_jar)
         columns = suite_columns(plan.suite)
-        anomaly = anomaly_udf(plan.model_store, plan.model_ref, features=plan.features, schema=plan.schema_id,
-                              fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds, s3=plan.s3,
-                              context=plan.context, entity=True)
+        anomaly = scoring.anomaly_of(plan, plan.model_ref, plan.model_number)
         # the DataStream boundary of the real job (scoring.computed_once): the planner cannot split a
         # projection that reads the fields of the Python result it computes
         checked = scoring.computed_once(decoded.add_columns(

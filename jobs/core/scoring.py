@@ -287,9 +287,18 @@ class ScoredTables:
 RAW_COLUMNS = ("record_key", "payload", "kafka_partition", "kafka_offset", "kafka_timestamp")
 
 
+def anomaly_of(plan: ScoringPlan, ref: str, fallback: int | None) -> Any:
+    """ANOMALY as the Table job calls it on ``ref``: the plan's store, features, schema, refresh and
+    context, with the entity pseudonym as first argument (a model calibrated per entity flags on its
+    own threshold)."""
+    from udfs.anomaly_score import anomaly_udf
+
+    return anomaly_udf(plan.model_store, ref, features=plan.features, schema=plan.schema_id, fallback=fallback,
+                       refresh_seconds=plan.model_refresh_seconds, s3=plan.s3, context=plan.context, entity=True)
+
+
 def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
     """Declare decoding, validation, scoring and routing on a raw Kafka table (module docstring)."""
-    from udfs.anomaly_score import anomaly_udf
     from udfs.dead_letters import SEALED_TYPE, seal_udf
     from udfs.preprocess import decode_udf, output_columns
 
@@ -316,16 +325,12 @@ def build(raw: Table, plan: ScoringPlan) -> ScoredTables:
         check = validate_udf(plan.suite, suite_cols, plan.validation_engine)(*[col(c) for c in suite_cols])
     else:
         check = call_sql("CAST(NULL AS STRING)")
-    anomaly = anomaly_udf(plan.model_store, plan.model_ref, features=plan.features, schema=plan.schema_id,
-                          fallback=plan.model_number, refresh_seconds=plan.model_refresh_seconds, s3=plan.s3,
-                          context=plan.context, entity=True)
+    anomaly = anomaly_of(plan, plan.model_ref, plan.model_number)
     # The boundary comes right after the Python calls: any later expression that reads their
     # results twice (the CASE below, each sink's projection) would otherwise call them again.
     shadow_calls = []
     if plan.shadow_ref:  # the same inputs, a second model: its score goes to the shadow topic only
-        shadow = anomaly_udf(plan.model_store, plan.shadow_ref, features=plan.features, schema=plan.schema_id,
-                             fallback=plan.shadow_manifest.get("number"), refresh_seconds=plan.model_refresh_seconds,
-                             s3=plan.s3, context=plan.context, entity=True)
+        shadow = anomaly_of(plan, plan.shadow_ref, plan.shadow_manifest.get("number"))
         shadow_calls = [shadow(*model_inputs).alias("shadow_s")]
     checked = computed_once(decoded.add_columns(
         check.alias("validation_error"),
