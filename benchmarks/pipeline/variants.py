@@ -145,21 +145,6 @@ REAL_JOB = ("d-full", "e-full", "d-full-jvm", "e-full-jvm")
 STAGES = ("a-stage", "b-stage")
 
 
-def build_jvm_decode(raw: Any, plan: Any, jar: str) -> Any:
-    """Candidate (b), the job's default: the real job with VIGIL_DECODE (jobs/core/jvm_decode) in place
-    of the Python decode (``--decode jvm``). One Python stage is left (validate + score)."""
-    from jobs.core import scoring
-
-    return scoring.build(raw, replace(plan, decode_jar=jar))
-
-
-def build_python_decode(raw: Any, plan: Any) -> Any:
-    """The real job with the Python decode (``--decode python``): two Python stages."""
-    from jobs.core import scoring
-
-    return scoring.build(raw, replace(plan, decode_jar=None))
-
-
 def fused_udf(plan: Any) -> tuple[Any, list[tuple[str, Any]]]:
     """Candidate (a), a benchmark prototype: decode + validate + score in one pandas UDF on the raw payload.
 
@@ -339,13 +324,14 @@ class FlinkBench:
 
         statements = self.t_env.create_statement_set()
         if variant in REAL_JOB:
-            from jobs.core import sinks
+            from jobs.core import scoring, sinks
 
             outputs = {name: self.new_topic(f"{variant}.{name}") for name in ("scored", "alerts", "dlq")}
             plan = self._scoring_plan(input_topic, outputs, self.suite if variant.startswith("e-") else None)
             raw = self._raw(input_topic, bounded)
-            tables = (build_jvm_decode(raw, plan, self.settings.decode_jar) if variant.endswith("-jvm")
-                      else build_python_decode(raw, plan))
+            # --decode jvm (the job's default) or --decode python
+            decode_jar = self.settings.decode_jar if variant.endswith("-jvm") else None
+            tables = scoring.build(raw, replace(plan, decode_jar=decode_jar))
             sinks.attach(statements, tables, plan, exactly_once=exactly_once)
             return statements, {"main": outputs["scored"], "dlq": outputs["dlq"], "alerts": outputs["alerts"]}
         if variant in STAGES:
