@@ -258,12 +258,17 @@ def raw_source(topic: str, bootstrap: str, *, group_id: str, bounded: bool = Fal
 
 
 def json_sink(topic: str, bootstrap: str, schema: Schema, *, key_field: str | None = None,
-              exactly_once: bool = False, transactional_prefix: str | None = None) -> TableDescriptor:
-    """Kafka sink table writing JSON; exactly-once (transactions, needs checkpointing) on request."""
+              exactly_once: bool = False, transactional_prefix: str | None = None,
+              producer: dict[str, str] | None = None) -> TableDescriptor:
+    """Kafka sink table writing JSON; exactly-once (transactions, needs checkpointing) on request.
+
+    ``producer``: Kafka producer properties on top of the connection's (``linger.ms``, ...)."""
     builder = (_kafka_common(TableDescriptor.for_connector("kafka"), topic, bootstrap)
                .schema(schema)
                .option("value.format", "json")
                .option("value.json.timestamp-format.standard", "ISO-8601"))
+    for key, value in (producer or {}).items():
+        builder = builder.option(f"properties.{key}", value)
     if key_field:
         builder = (builder.option("key.format", "raw").option("key.fields", key_field)
                    .option("value.fields-include", "ALL"))

@@ -15,9 +15,10 @@ import pytest
 pytestmark = [pytest.mark.kafka, pytest.mark.flink]
 
 VARIANTS = {"a-produce", "a-consume", "b-raw", "b", "c", "d", "e", "d-full", "e-full", "f", "g",
-            "d-full-jvm", "e-full-jvm", "a-stage", "b-stage", "e-full-jvm/low-latency"}
+            "d-full-jvm", "e-full-jvm", "a-stage", "b-stage", "e-full-jvm/low-latency", "e-full-jvm/avro",
+            "e-full-jvm/unbatched"}
 RATIOS = {"d/c", "d/f", "c/b", "e/d", "g/d", "e-full-jvm/b", "e-full-jvm/f", "e-full-jvm/e-full", "b-stage/a-stage",
-          "e-full-jvm/low-latency/e-full-jvm"}
+          "e-full-jvm/low-latency/e-full-jvm", "e-full-jvm/avro/e-full-jvm", "e-full-jvm/e-full-jvm/unbatched"}
 # measured in full mode only (exactly-once latency runs last 30 s each)
 FULL_ONLY_GOALS = {"low-latency profile, exactly-once: visible p99 ms beyond the checkpoint interval <= 1000"}
 

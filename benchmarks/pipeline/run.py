@@ -25,6 +25,7 @@ from benchmarks.pipeline.settings import (
     BenchSettings,
 )
 from benchmarks.pipeline.variants import (
+    SINK_VARIANTS,
     FlinkBench,
     consume_rate,
     hand_rolled,
@@ -32,11 +33,12 @@ from benchmarks.pipeline.variants import (
     model_alone,
 )
 from connectors.errors import ConnectorError
-from jobs.core.scoring import PROFILES
+from jobs.core.scoring import PRODUCER_PROFILES, PROFILES
 from vigil.commands import Options, OptionsError, command, option
 from vigil.settings import VigilSettings
 
-LOW_LATENCY = PROFILES["low-latency"]  # the scoring jobs' --profile low-latency
+# the scoring jobs' --profile low-latency: its Flink configuration and its sinks' producer properties
+LOW_LATENCY, LOW_LATENCY_PRODUCER = PROFILES["low-latency"], PRODUCER_PROFILES["low-latency"]
 
 # --- the run ---------------------------------------------------------------------------------------
 
@@ -76,15 +78,17 @@ class Variant:
 
 
 def flink_variant(bench: FlinkBench, name: str, topics: dict[int, str], n: int, *, label: str | None = None,
-                  knobs: dict[str, str] | None = None, parallelism: int = 1, only_2n: bool = False) -> Variant:
+                  knobs: dict[str, str] | None = None, parallelism: int = 1, only_2n: bool = False,
+                  producer: dict[str, str] | None = None) -> Variant:
     """Run ``name`` at N and 2N events (or 2N only: no marginal rate) and settle its rates."""
     label = label or name
     small = None
     if not only_2n:
         log(f"  {label}: N={n:,} ...")
-        small = bench.run_bounded(name, topics[n], n, knobs=knobs, parallelism=parallelism)
+        small = bench.run_bounded(name, topics[n], n, knobs=knobs, parallelism=parallelism, producer=producer)
     log(f"  {label}: 2N={2 * n:,} ...")
-    large = bench.run_bounded(name, topics[2 * n], 2 * n, knobs=knobs, parallelism=parallelism, timestamps=True)
+    large = bench.run_bounded(name, topics[2 * n], 2 * n, knobs=knobs, parallelism=parallelism, timestamps=True,
+                              producer=producer)
     description = DESCRIPTIONS.get(name, name) + (f", parallelism {parallelism}" if parallelism != 1 else "")
     variant = Variant(label, description, n, small.seconds if small else None, large.seconds,
                       span_rate=large.span_rate, knobs=knobs or {}, parallelism=parallelism).settle()
@@ -98,7 +102,8 @@ _T0 = time.perf_counter()
 
 def half_load_latency(bench: FlinkBench, corpus: Corpus, load: float, basis: str, seconds: float,
                       exactly_once: bool, knobs: dict[str, str] | None, *, retry: bool = True,
-                      attempts: int = 3, variant: str = "e-full") -> tuple[dict[str, Any], float, str]:
+                      attempts: int = 3, variant: str = "e-full",
+                      producer: dict[str, str] | None = None) -> tuple[dict[str, Any], float, str]:
     """One latency run; if the job could not keep up, again at half the rate it sustained.
 
     The load derived from the bounded runs can exceed what the unbounded job sustains next to its
@@ -110,7 +115,8 @@ def half_load_latency(bench: FlinkBench, corpus: Corpus, load: float, basis: str
         sinks = "exactly-once" if exactly_once else "at-least-once"
         log(f"latency of {variant}, {sinks} sinks{f', {knobs}' if knobs else ''}: {load:,.0f} events/s for "
             f"{seconds:g} s ...")
-        r = bench.latency(corpus, load, seconds, exactly_once=exactly_once, knobs=knobs, variant=variant)
+        r = bench.latency(corpus, load, seconds, exactly_once=exactly_once, knobs=knobs, variant=variant,
+                          producer=producer)
         r["load_basis"] = basis
         log(f"  {r['alerts']:,} alerts, p50 {fmt(r['alert_timestamp']['p50_ms'])} ms, "
             f"p99 {fmt(r['alert_timestamp']['p99_ms'])} ms, sustained {r['sustained_rate']:,.0f}/s, "
@@ -244,11 +250,12 @@ def run(vigil: VigilSettings, args: PipelineOptions) -> int:
             bench = FlinkBench(settings, model, new_topic)
             bench.run_bounded("b", topics[n], n)
             for name in ("b-raw", "b", "c", "d", "e", "d-full", "e-full", "d-full-jvm", "e-full-jvm", "a-stage",
-                         "b-stage"):
+                         "b-stage", *SINK_VARIANTS):
                 variants[name] = flink_variant(bench, name, topics, n)
             if settings.jvm_latency:  # what the low-latency profile costs in events/s
                 variants["e-full-jvm/low-latency"] = flink_variant(bench, "e-full-jvm", topics, n,
-                                                                   label="e-full-jvm/low-latency", knobs=LOW_LATENCY)
+                                                                   label="e-full-jvm/low-latency", knobs=LOW_LATENCY,
+                                                                   producer=LOW_LATENCY_PRODUCER)
             if settings.parallelism2:
                 variants["d@p2"] = flink_variant(bench, "d", topics, n, label="d@p2", parallelism=2)
                 variants["e-full-jvm@p2"] = flink_variant(bench, "e-full-jvm", topics, n, label="e-full-jvm@p2",
@@ -288,11 +295,12 @@ def run(vigil: VigilSettings, args: PipelineOptions) -> int:
             if settings.jvm_latency:
                 # the JVM-decode job (the default) at half of its own capacity (a probe fed at its bounded
                 # rate), with each --profile; the low-latency one with both sink deliveries
-                for label, knobs in (("e-full-jvm", None), ("e-full-jvm/low-latency", LOW_LATENCY)):
+                for label, knobs, producer in (("e-full-jvm", None, None),
+                                               ("e-full-jvm/low-latency", LOW_LATENCY, LOW_LATENCY_PRODUCER)):
                     fed = variants[label].rate
                     log(f"latency: capacity probe of the unbounded {label} job fed {fed:,.0f} events/s ...")
                     probe = bench.latency(corpus, fed, min(settings.latency_seconds, 10.0), exactly_once=False,
-                                          variant="e-full-jvm", knobs=knobs)
+                                          variant="e-full-jvm", knobs=knobs, producer=producer)
                     jvm_load = min(fed, probe["sustained_rate"]) / 2
                     if knobs is None:
                         capacity_probe_jvm = {k: probe[k] for k in ("rate", "sustained_rate", "backlog_at_end",
@@ -302,7 +310,7 @@ def run(vigil: VigilSettings, args: PipelineOptions) -> int:
                     for exactly_once in deliveries:
                         seconds = max(settings.latency_seconds, 30.0) if exactly_once else settings.latency_seconds
                         r, _, _ = half_load_latency(bench, corpus, jvm_load, basis, seconds, exactly_once, knobs,
-                                                    variant="e-full-jvm")
+                                                    variant="e-full-jvm", producer=producer)
                         latency.append(r)
     finally:
         if not settings.keep_topics:

@@ -79,6 +79,7 @@ RATIOS: list[tuple[str, str]] = [("d", "c"), ("d", "f"), ("c", "b"), ("e", "d"),
                                  ("e-full-jvm", "e-full"), ("e-full-jvm", "e"), ("d-full-jvm", "d"),
                                  ("b-stage", "a-stage"), ("b-stage", "e"), ("e-full-jvm", "b-stage"),
                                  ("e-full-jvm/low-latency", "e-full-jvm"), ("e-full-jvm@p2", "e-full-jvm"),
+                                 ("e-full-jvm/avro", "e-full-jvm"), ("e-full-jvm", "e-full-jvm/unbatched"),
                                  ("d@p2", "d")]
 
 DESCRIPTIONS = {
@@ -98,6 +99,10 @@ DESCRIPTIONS = {
                "row per record (benchmark prototype, no routing)",
     "b-stage": "candidate b: VIGIL_DECODE (JVM), then VALIDATE + ANOMALY in one Python stage, one JSON row per "
                "record (no routing)",
+    "e-full-jvm/avro": "e-full-jvm with the scored topic in Flink's avro format instead of JSON (alerts and "
+                       "dead letters JSON)",
+    "e-full-jvm/unbatched": "e-full-jvm with the Kafka producers' own batching (no linger.ms / batch.size of "
+                            "the throughput profile)",
     "f": "hand-rolled Python: consume batch, fastavro, numpy model, produce JSON",
     "g": "NumpyScorer.score on a ready float32 matrix (10k rows)",
 }

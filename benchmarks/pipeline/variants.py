@@ -141,8 +141,21 @@ def noop_udf() -> Any:
 # --- the real job with its Python stages moved: the candidates of issue 13 -----------------------
 
 REAL_JOB = ("d-full", "e-full", "d-full-jvm", "e-full-jvm")
+# e-full-jvm with its sinks changed: the scored topic in Avro, and the Kafka producers' own batching
+SINK_VARIANTS = ("e-full-jvm/avro", "e-full-jvm/unbatched")
 # one stage, decode + validate + score, with a plain sink: candidate (a) and (b) side by side
 STAGES = ("a-stage", "b-stage")
+
+
+def avro_value(descriptor: Any) -> Any:
+    """The same Kafka sink writing its values in Flink's avro format (schemaless Avro) instead of JSON."""
+    from pyflink.table import TableDescriptor
+
+    builder = TableDescriptor.for_connector("kafka").schema(descriptor.get_schema())
+    for key, value in descriptor.get_options().items():
+        if key != "connector" and not key.startswith("value.json."):
+            builder = builder.option(key, "avro" if key == "value.format" else value)
+    return builder.build()
 
 
 def fused_udf(plan: Any) -> tuple[Any, list[tuple[str, Any]]]:
@@ -311,8 +324,8 @@ class FlinkBench:
                               col("s").get("is_anomaly").alias("is_anomaly"),
                               col("s").get("model_version").alias("model_version"))
 
-    def statements(self, variant: str, input_topic: str, *, bounded: bool = True,
-                   exactly_once: bool = False) -> tuple[Any, dict[str, str]]:
+    def statements(self, variant: str, input_topic: str, *, bounded: bool = True, exactly_once: bool = False,
+                   producer: dict[str, str] | None = None) -> tuple[Any, dict[str, str]]:
         """(statement set, output topics by role) of ``variant``.
 
         Roles: ``main`` (one record per input record that scored; its timestamps show progress),
@@ -323,16 +336,29 @@ class FlinkBench:
         from udfs.anomaly_score import anomaly_udf
 
         statements = self.t_env.create_statement_set()
-        if variant in REAL_JOB:
+        if variant in REAL_JOB or variant in SINK_VARIANTS:
             from jobs.core import scoring, sinks
 
-            outputs = {name: self.new_topic(f"{variant}.{name}") for name in ("scored", "alerts", "dlq")}
+            outputs = {name: self.new_topic(f"{variant.replace('/', '.')}.{name}")
+                       for name in ("scored", "alerts", "dlq")}
             plan = self._scoring_plan(input_topic, outputs, self.suite if variant.startswith("e-") else None)
             raw = self._raw(input_topic, bounded)
             # --decode jvm (the job's default) or --decode python
-            decode_jar = self.settings.decode_jar if variant.endswith("-jvm") else None
-            tables = scoring.build(raw, replace(plan, decode_jar=decode_jar))
-            sinks.attach(statements, tables, plan, exactly_once=exactly_once)
+            decode_jar = self.settings.decode_jar if "-jvm" in variant else None
+            plan = replace(plan, decode_jar=decode_jar)
+            if producer is not None or variant == "e-full-jvm/unbatched":  # another --profile's, or Kafka's own
+                plan = replace(plan, producer=producer or {})
+            tables = scoring.build(raw, plan)
+            if variant == "e-full-jvm/avro":
+                out = plan.outputs
+                for name, table, contract in (("scored", tables.scored, out.scored),
+                                              ("alerts", tables.alerts, out.alerts),
+                                              ("dlq", tables.dead_letters, out.dead_letters)):
+                    sink = sinks.kafka_sink(contract, outputs[name], plan.bootstrap_servers,
+                                            exactly_once=exactly_once, producer=plan.producer)
+                    statements.add_insert(avro_value(sink) if name == "scored" else sink, table)
+            else:
+                sinks.attach(statements, tables, plan, exactly_once=exactly_once)
             return statements, {"main": outputs["scored"], "dlq": outputs["dlq"], "alerts": outputs["alerts"]}
         if variant in STAGES:
             out = self.new_topic(variant)
@@ -383,9 +409,13 @@ class FlinkBench:
         self.env.set_parallelism(parallelism)
 
     def run_bounded(self, variant: str, input_topic: str, events: int, *, knobs: dict[str, str] | None = None,
-                    parallelism: int = 1, timestamps: bool = False) -> FlinkRun:
-        """Run ``variant`` over ``input_topic`` to its end; seconds from submission to finish."""
-        statements, outputs = self.statements(variant, input_topic)
+                    parallelism: int = 1, timestamps: bool = False,
+                    producer: dict[str, str] | None = None) -> FlinkRun:
+        """Run ``variant`` over ``input_topic`` to its end; seconds from submission to finish.
+
+        ``knobs`` and ``producer``: Flink configuration and the real job's sink producer properties
+        (a --profile's); None: the configured ones and the job's default profile."""
+        statements, outputs = self.statements(variant, input_topic, producer=producer)
         self._configure(variant, knobs, parallelism)
         start = time.perf_counter()
         statements.execute().wait()
@@ -398,7 +428,8 @@ class FlinkBench:
         return FlinkRun(seconds, written, rate)
 
     def latency(self, corpus: Corpus, rate: float, seconds: float, *, exactly_once: bool,
-                knobs: dict[str, str] | None = None, variant: str = "e-full") -> dict[str, Any]:
+                knobs: dict[str, str] | None = None, variant: str = "e-full",
+                producer: dict[str, str] | None = None) -> dict[str, Any]:
         """Event-to-alert latency of the real scoring job (``variant``, unbounded) under ``rate`` events/s."""
         from confluent_kafka import Producer
         from pyflink.java_gateway import get_gateway
@@ -407,12 +438,13 @@ class FlinkBench:
         source = self.new_topic("latency.in")
         interval_ms = get_gateway().jvm.org.apache.flink.util.TimeUtils.parseDuration(
             self.checkpoint_interval).toMillis()
-        statements, outputs = self.statements(variant, source, bounded=False, exactly_once=exactly_once)
+        statements, outputs = self.statements(variant, source, bounded=False, exactly_once=exactly_once,
+                                              producer=producer)
         alerts_topic, counted = outputs["alerts"], (outputs["main"], outputs["dlq"])
         self.env.enable_checkpointing(interval_ms)
         self._configure("latency", knobs, 1)
         seen = AlertWatcher(bootstrap, alerts_topic)
-        producer = Producer(producer_config(bootstrap, linger_ms=5))
+        feed = Producer(producer_config(bootstrap, linger_ms=5))
         records = itertools.cycle(corpus.records)
         sent = 0
 
@@ -420,9 +452,9 @@ class FlinkBench:
             nonlocal sent
             for _ in range(count):
                 key, value = next(records)
-                produce_one(producer, source, key, value, corpus.headers, timestamp=int(time.time() * 1000))
+                produce_one(feed, source, key, value, corpus.headers, timestamp=int(time.time() * 1000))
             sent += count
-            producer.poll(0)
+            feed.poll(0)
 
         result = statements.execute()
         job = result.get_job_client()
@@ -456,7 +488,7 @@ class FlinkBench:
             backlog = sent - done
             base, since = at_window or (0, start)
             sustained = (done - base) / (time.perf_counter() - since)
-            if producer.flush(30):
+            if feed.flush(30):
                 raise RuntimeError("latency run: input records left undelivered")
             # Drain: everything written (at-least-once), or two checkpoints' time (exactly-once).
             drain_deadline = time.monotonic() + (2 * interval_ms / 1000 + 5 if exactly_once else 20)

@@ -27,13 +27,13 @@ def attach(statements: Any, tables: ScoredTables, plan: ScoringPlan, *, exactly_
     for name, table, contract in (("scored", tables.scored, out.scored), ("alerts", tables.alerts, out.alerts),
                                   ("dlq", tables.dead_letters, out.dead_letters)):
         statements.add_insert(kafka_sink(contract, plan.topics[name], plan.bootstrap_servers,
-                                         exactly_once=exactly_once,
+                                         exactly_once=exactly_once, producer=plan.producer,
                                          transactional_prefix=f"{plan.transactional_prefix}-{name}"), table)
     if tables.shadow is not None:
         from connectors.records import shadow_contract
 
         statements.add_insert(kafka_sink(shadow_contract(plan.schema), plan.topics["shadow"], plan.bootstrap_servers,
-                                         exactly_once=exactly_once,
+                                         exactly_once=exactly_once, producer=plan.producer,
                                          transactional_prefix=f"{plan.transactional_prefix}-shadow"), tables.shadow)
     if plan.tier:
         descriptor, partitioned = parquet_tier(plan.tier, tables.scored, out.time, out.tier)
@@ -41,10 +41,12 @@ def attach(statements: Any, tables: ScoredTables, plan: ScoringPlan, *, exactly_
 
 
 def kafka_sink(contract: Contract, topic: str, bootstrap: str, *, exactly_once: bool = True,
-               transactional_prefix: str | None = None) -> TableDescriptor:
-    """A JSON Kafka sink of ``contract``'s columns, keyed by its key column."""
+               transactional_prefix: str | None = None, producer: dict[str, str] | None = None) -> TableDescriptor:
+    """A JSON Kafka sink of ``contract``'s columns, keyed by its key column (``producer``: extra
+    Kafka producer properties, e.g. the plan's batching)."""
     return flink_kafka.json_sink(topic, bootstrap, contract.schema(), key_field=contract.key,
-                                 exactly_once=exactly_once, transactional_prefix=transactional_prefix)
+                                 exactly_once=exactly_once, transactional_prefix=transactional_prefix,
+                                 producer=producer)
 
 
 def parquet_tier(path: str, scored: Any, time_col: str | None, contract: Contract) -> tuple[TableDescriptor, Any]:

@@ -332,7 +332,7 @@ def test_the_table_jobs_options_choose_the_decode_the_profile_and_the_sinks_deli
     from jobs import score_events
     from jobs.core.execute import environment_overrides
     from jobs.core.flink_env import stream_table_environment
-    from jobs.core.scoring import PROFILES
+    from jobs.core.scoring import PRODUCER_PROFILES, PROFILES
 
     schema = load_schema()
     settings = stack_settings.model_copy(update={"tier": "none"})
@@ -345,11 +345,12 @@ def test_the_table_jobs_options_choose_the_decode_the_profile_and_the_sinks_deli
     assert default.decode_jar == jar and default.knobs == {} and default.exactly_once
     chosen = planned(decode="python", profile="low-latency", delivery="at-least-once")
     assert chosen.decode_jar is None and not chosen.exactly_once
-    assert chosen.knobs == PROFILES["low-latency"] and chosen.knobs["python.fn-execution.bundle.time"] == "20"
+    assert chosen.knobs == PROFILES["low-latency"] and chosen.knobs["python.fn-execution.bundle.time"] == "10"
+    assert default.producer == PRODUCER_PROFILES["throughput"] and chosen.producer == {"linger.ms": "0"}
     # the profile reaches the job's configuration
     config = stream_table_environment(**environment_overrides(chosen, None))[1].get_config()
     assert {key: config.get(key, None) for key in chosen.knobs} == chosen.knobs
-    # the sinks follow --delivery
+    # the sinks follow --delivery, and batch as the profile says
     inserts = []
 
     class Statements:
@@ -359,10 +360,11 @@ def test_the_table_jobs_options_choose_the_decode_the_profile_and_the_sinks_deli
     from jobs.core import sinks
 
     t_env = stream_table_environment(parallelism__default=1)[1]
-    for plan_, guarantee in ((default, "exactly-once"), (chosen, "at-least-once")):
+    for plan_, guarantee, linger in ((default, "exactly-once", "20"), (chosen, "at-least-once", "0")):
         inserts.clear()
         sinks.attach(Statements(), scoring.build(raw_table(t_env, avro_records(schema)[0][:3]), plan_), plan_)
         assert [o["sink.delivery-guarantee"] for o in inserts] == [guarantee] * 3
+        assert [o.get("properties.linger.ms") for o in inserts] == [linger] * 3
     # without the jar (a machine where make setup did not build it), one clear line
     elsewhere = settings.model_copy(update={"home": tmp_path})
     with pytest.raises(jvm_decode.JvmDecodeError, match=r"does not exist; build it with `make setup`"):
