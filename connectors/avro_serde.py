@@ -65,6 +65,14 @@ def schema_id(schema: dict[str, Any]) -> str:
     return f"{full}@{fingerprint(schema)}"
 
 
+def _base_type(field: dict[str, Any]) -> str | None:
+    """The primitive type of a field with a primitive or ["null", T] type, else None."""
+    try:
+        return field_type(field)[0]
+    except (SchemaError, KeyError, TypeError):
+        return None
+
+
 def field_type(field: dict[str, Any]) -> tuple[str, bool, str | None]:
     """(base type, nullable, logicalType) of an Avro field with a primitive or ["null", T] type."""
     t = field["type"]
@@ -172,6 +180,8 @@ class AvroDeserializer:
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
         self._parsed = fastavro.parse_schema(copy.deepcopy(schema))
+        # fastavro reads an int's varint to any width; a value beyond 32 bits is not an Avro int
+        self._ints = [f["name"] for f in schema.get("fields", []) if _base_type(f) == "int"]
 
     def __call__(self, payload: bytes) -> dict[str, Any]:
         buf = io.BytesIO(payload)
@@ -184,4 +194,9 @@ class AvroDeserializer:
                 f"{len(payload) - buf.tell()} trailing bytes after a {self.schema['name']} record "
                 f"(wrong schema version?)"
             )
+        for name in self._ints:
+            value = record.get(name)
+            if value is not None and not -2**31 <= value < 2**31:
+                raise DecodeError(f"cannot decode {len(payload)} bytes as {self.schema['name']}: "
+                                  f"{name}={value} does not fit an Avro int (32 bits)")
         return record

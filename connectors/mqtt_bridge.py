@@ -65,7 +65,7 @@ from connectors.avro_serde import (
 )
 from connectors.errors import ConnectorError, DecodeError, SchemaError
 from connectors.kafka_io import DEFAULT_PARTITIONS, check_broker, client_config, create_topic
-from connectors.payloads import json_record, payload_format
+from connectors.payloads import json_record, parse_json, payload_format
 from vigil.commands import Options, OptionsError, command, option
 from vigil.settings import KafkaAddress, MqttSettings, VigilSettings, read_pseudonym_secret
 
@@ -136,10 +136,7 @@ def to_record(payload: bytes, mqtt_topic: str, schema: dict[str, Any]) -> dict[s
 
     The entity id may come from the MQTT topic's last level (see the module docstring).
     """
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
+    data = parse_json(payload)  # a DecodeError (a ValueError) says why it is not JSON
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     entity = roles(schema)["entity"]
@@ -149,8 +146,6 @@ def to_record(payload: bytes, mqtt_topic: str, schema: dict[str, Any]) -> dict[s
         record = json_record(data, schema, raw_times=False)
     except DecodeError as exc:
         raise ValueError(str(exc)) from None
-    except OverflowError:  # epoch milliseconds beyond datetime's years 1..9999
-        raise ValueError(f"{roles(schema)['time']}: time out of range") from None
     for role, name in roles(schema).items():
         if role != "label" and name and record.get(name) is None:
             raise ValueError(f"missing field {name!r} (the {role})")

@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import math
 import struct
+import sys
 from typing import Any
 
 from connectors.avro_serde import AvroDeserializer, field_type, schema_id
@@ -82,17 +83,93 @@ class PayloadDecoder:
         return self._json(value)
 
     def _json(self, value: bytes) -> dict[str, Any]:
-        try:
-            data = json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DecodeError(f"not JSON: {exc}") from None
+        data = parse_json(value)
         if not isinstance(data, dict):
             raise DecodeError(f"expected a JSON object, got {type(data).__name__}")
         return json_record(data, self.schema, raw_times=self._raw_times)
 
 
+# JSON nested deeper than this is refused: Python's parser raises RecursionError near 1000 levels,
+# and the JVM decode (connectors/jvm) refuses the same depth with the same reason.
+MAX_DEPTH = 990
+_NESTED = f"nested deeper than {MAX_DEPTH} levels"
+_INT_RANGE = {"int": (-2**31, 2**31 - 1), "long": (-2**63, 2**63 - 1)}
+
+
+def _too_deep(text: str) -> int | None:
+    """Where ``text`` opens its array or object number MAX_DEPTH + 1 in depth, or None (strings skipped)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return None
+    depth, in_string, escaped = 0, False, False
+    for i, c in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return i
+        elif c in "]}":
+            depth -= 1
+    return None
+
+
+def parse_json(value: bytes) -> Any:
+    """``json.loads(value)``, every failure a DecodeError: ``not JSON: ...``, or nesting deeper than
+    MAX_DEPTH (where Python's parser would raise RecursionError)."""
+    deep_at = None
+    try:
+        text = value.decode(json.detect_encoding(value), "surrogatepass")  # as json.loads(bytes) does
+        deep_at = _too_deep(text)
+        data = _loads(text)
+    except RecursionError:
+        raise DecodeError(_NESTED) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if deep_at is not None and getattr(exc, "pos", -1) > deep_at:  # the JVM's parser stops there first
+            raise DecodeError(_NESTED) from None
+        raise DecodeError(f"not JSON: {exc}") from None
+    if deep_at is not None:
+        raise DecodeError(_NESTED)
+    return data
+
+
+def _loads(text: str) -> Any:
+    """``json.loads``; a document with many brackets is parsed with room for MAX_DEPTH levels above
+    the caller's stack, so whether it parses does not depend on how deep that stack is."""
+    if text.count("[") + text.count("{") <= 100:
+        return json.loads(text)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 2 * MAX_DEPTH)
+    try:
+        return json.loads(text)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _utf8(text: str) -> str:
+    """``text`` as UTF-8 can carry it: each lone surrogate (which JSON can spell) becomes '?', as the
+    JVM's UTF-8 encoder writes it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode()
+    return text
+
+
 def json_record(data: dict[str, Any], schema: dict[str, Any], *, raw_times: bool = True) -> dict[str, Any]:
-    """A JSON object as a record of ``schema`` (DecodeError naming the field that does not fit)."""
+    """A JSON object as a record of ``schema`` (DecodeError naming the field that does not fit).
+
+    Values a column cannot hold are refused here, each with the JVM decode's reason: integers out
+    of an int or long field's range or too large for a float, non-strings in a bytes field, and an
+    entity id with a lone surrogate (it has no UTF-8 form to pseudonymise; other strings get '?')."""
+    entity = schema.get("vigil.entity")
+    lone_entity = False
     record: dict[str, Any] = {}
     for field in schema["fields"]:
         name = field["name"]
@@ -105,21 +182,40 @@ def json_record(data: dict[str, Any], schema: dict[str, Any], *, raw_times: bool
             raise DecodeError(f"missing field {name!r}")
         if logical == "timestamp-millis":
             value = _millis(name, value)
-            record[name] = value if raw_times else _EPOCH + dt.timedelta(milliseconds=value)
+            if not raw_times:
+                try:
+                    value = _EPOCH + dt.timedelta(milliseconds=value)
+                except OverflowError:  # beyond datetime's years 1..9999
+                    raise DecodeError(f"{name}: time out of range") from None
+            record[name] = value
             continue
         if base in ("double", "float"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise DecodeError(f"{name}: expected a number, got {value!r}")
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise DecodeError(f"{name}: int too large to convert to float") from None
         elif base in ("int", "long"):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise DecodeError(f"{name}: expected an integer, got {value!r}")
+            low, high = _INT_RANGE[base]
+            if not low <= value <= high:
+                raise DecodeError(f"{name}: {value} does not fit the field's type {base}")
         elif base == "boolean":
             if not isinstance(value, bool):
                 raise DecodeError(f"{name}: expected true or false, got {value!r}")
         elif base == "string":
-            value = str(value)
+            text = str(value)
+            value = _utf8(text)
+            lone_entity = lone_entity or (name == entity and value != text)
+        elif base == "bytes":
+            if not isinstance(value, str):
+                raise DecodeError(f"{name}: expected a string for a bytes field, got {value!r}")
+            value = value.encode("utf-8", "replace")
         record[name] = value
+    if lone_entity:  # after every field, as the JVM decode checks it
+        raise DecodeError(f"{entity} is not encodable as UTF-8 (a lone surrogate)")
     return record
 
 

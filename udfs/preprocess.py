@@ -33,6 +33,7 @@ from connectors.privacy import pseudonym
 
 SQL_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z: the range of a SQL TIMESTAMP, in epoch millis
 SQL_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
 
 
 def output_columns(schema: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -70,6 +71,7 @@ class DecodeTelemetry(ScalarFunction):
         # Avro, Confluent's wire format, JSON) is the decoder's business (connectors/payloads.py).
         self._timestamps = [f["name"] for f in self.schema["fields"] if field_type(f)[2] == "timestamp-millis"]
         self._decode = PayloadDecoder(self.schema, raw_times=True)
+        self._json_times = self._timestamps if self._decode.format == "json" else []  # Avro's are 64-bit
         role = roles(self.schema)
         self._entity = role["entity"]
         self._out = [name for name, _ in output_columns(self.schema)][:-1]
@@ -103,13 +105,20 @@ class DecodeTelemetry(ScalarFunction):
         errors: list[str | None] = []
         headers = schema_ids if schema_ids is not None else [None] * len(payloads)
         decode = self._decode
+        beyond: dict[tuple[int, str], int] = {}  # JSON times past 64 bits of millis, by (row, column)
         for payload, header in zip(payloads, headers):
             try:
-                records.append(decode(payload, header))
+                record = decode(payload, header)
             except ValueError as exc:  # DecodeError: bytes, header or format that are not this topic's
                 records.append({})
                 errors.append(f"undecodable: {exc}"[:500])
                 continue
+            for name in self._json_times:
+                millis = record[name]
+                if millis is not None and not INT64_MIN <= millis <= INT64_MAX:  # e.g. 1e300: out of range below
+                    beyond[len(records), name] = millis
+                    record[name] = SQL_MAX_MS + 1 if millis > 0 else SQL_MIN_MS - 1
+            records.append(record)
             errors.append(None)
         # Records that failed to decode are empty dicts: every column null for them.
         table = pa.Table.from_pylist(records, schema=self._arrow_schema)
@@ -128,7 +137,8 @@ class DecodeTelemetry(ScalarFunction):
             outside = pc.fill_null(pc.or_(pc.less(millis, SQL_MIN_MS), pc.greater(millis, SQL_MAX_MS)), False)
             for i in np.flatnonzero(outside.to_numpy(zero_copy_only=False)):
                 if errors[i] is None:
-                    errors[i] = f"impossible_value: {name}={millis[i].as_py()} ms is outside the years 1..9999"
+                    errors[i] = (f"impossible_value: {name}={beyond.get((i, name), millis[i].as_py())} ms "
+                                 "is outside the years 1..9999")
             # naive UTC datetimes of millisecond unit: the TIMESTAMP(3) the job declares, any year 1..9999
             kept = pc.if_else(outside, pa.scalar(None, pa.int64()), millis).cast(pa.timestamp("ms"))
             table = table.set_column(table.schema.get_field_index(name), name, kept)

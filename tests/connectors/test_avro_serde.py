@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 
 import pytest
@@ -98,3 +99,55 @@ def test_invalid_schemas_are_refused():
         validate_schema({"type": "record", "name": "x", "fields": [{"name": "a", "type": "nope"}]})
     with pytest.raises(SchemaError):
         load_schema("telemetry-v999")
+
+
+# --- values a column cannot hold: refused per record, never raised past the decode ---------------
+
+USER_SCHEMA = {"type": "record", "name": "Press", "namespace": "dev.user", "vigil.entity": "press",
+               "fields": [{"name": "press", "type": "string"}, {"name": "cycles", "type": "int"},
+                          {"name": "total", "type": "long"}, {"name": "tag", "type": ["null", "bytes"]},
+                          {"name": "note", "type": ["null", "string"]}, {"name": "load", "type": "double"}]}
+GOOD = {"press": "P-1", "cycles": 7, "total": 2**40, "tag": None, "note": None, "load": 1.5}
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"cycles": 2**31}, "cycles: 2147483648 does not fit the field's type int"),
+    ({"cycles": -2**31 - 1}, "cycles: -2147483649 does not fit the field's type int"),
+    ({"total": 2**63}, "total: 9223372036854775808 does not fit the field's type long"),
+    ({"load": 10**400}, "load: int too large to convert to float"),
+    ({"tag": 12}, "tag: expected a string for a bytes field, got 12"),
+    ({"press": "P-\ud800"}, "press is not encodable as UTF-8 (a lone surrogate)"),
+])
+def test_json_values_no_column_can_hold_are_decode_errors(changes, reason):
+    from connectors.payloads import PayloadDecoder
+
+    decode = PayloadDecoder({**USER_SCHEMA, "vigil.format": "json"})
+    assert decode(json.dumps({**GOOD, "cycles": 2**31 - 1, "total": -2**63}).encode())["cycles"] == 2**31 - 1
+    with pytest.raises(DecodeError) as caught:
+        decode(json.dumps({**GOOD, **changes}).encode())
+    assert str(caught.value) == reason
+
+
+def test_json_lone_surrogates_outside_the_entity_become_question_marks_and_nesting_is_bounded():
+    from connectors.payloads import MAX_DEPTH, PayloadDecoder
+
+    decode = PayloadDecoder({**USER_SCHEMA, "vigil.format": "json"})
+    record = decode(json.dumps({**GOOD, "note": "a\udc00b", "tag": "x\ud800"}).encode())
+    assert record["note"] == "a?b" and record["tag"] == b"x?"
+    for depth in (MAX_DEPTH + 1, 5000):
+        with pytest.raises(DecodeError, match=f"^nested deeper than {MAX_DEPTH} levels$"):
+            decode(b"[" * depth + b"]" * depth)
+    with pytest.raises(DecodeError, match="^expected a JSON object, got list$"):
+        decode(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+
+
+def test_an_avro_int_beyond_32_bits_is_a_decode_error():
+    import fastavro
+
+    wide = fastavro.parse_schema({**USER_SCHEMA, "fields": [
+        {**f, "type": "long"} if f["name"] == "cycles" else f for f in USER_SCHEMA["fields"]]})
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, wide, {**GOOD, "cycles": 2**35})
+    with pytest.raises(DecodeError, match=rf"^cannot decode {len(buf.getvalue())} bytes as Press: "
+                                          r"cycles=34359738368 does not fit an Avro int \(32 bits\)$"):
+        AvroDeserializer(USER_SCHEMA)(buf.getvalue())

@@ -9,9 +9,9 @@ letters.
 
 One difference is masked: fastavro names the BytesIO it read from, memory address included, in
 "cannot read double from <_io.BytesIO object at 0x...>"; that differs between any two Python
-workers as well. Inputs on which the Python decode fails its job (JSON integers too large for
-their column, lone surrogates in an entity id) are left out here: the JVM decode dead-letters
-them (connectors/jvm/README.md), and its Maven unit tests cover its own texts.
+workers as well. JSON that Python's own conversions cannot hold (integers too large for their
+column, times past 64 bits of milliseconds, lone surrogates, nesting near Python's recursion
+limit) is refused by both with the same reasons (connectors/jvm/README.md).
 """
 from __future__ import annotations
 
@@ -239,9 +239,9 @@ def test_json_decodes_identically(t_env, secret_file, jar):
     assert "impossible_value: engine_rpm=inf" in errors
 
 
-def test_json_the_python_decode_cannot_keep_becomes_dead_letters_on_the_jvm(t_env, secret_file, jar):
-    """Records on which the Python decode raises outside its per-record handling (its job would
-    restart on them): on the JVM each is a row with its reason (connectors/jvm/README.md)."""
+def test_json_that_once_failed_the_python_decodes_job_is_dead_lettered_alike_by_both(t_env, secret_file, jar):
+    """Records the Python decode used to raise on outside its per-record handling (its job restarted
+    on them, forever): both decodes now give each its row and the same reason."""
     schema = {**load_schema(), "vigil.format": "json"}
     header = {SCHEMA_HEADER: schema_id(schema).encode()}
     template = json.loads(json_documents()[0])
@@ -249,16 +249,26 @@ def test_json_the_python_decode_cannot_keep_becomes_dead_letters_on_the_jvm(t_en
             json.dumps({**template, "event_time": 1e300}).encode(),
             json.dumps({**template, "vehicle_id": "v-\ud800"}).encode(),
             b"[" * 2000 + b"]" * 2000,
-            json.dumps(template).encode()]
+            json.dumps(template).encode(),
+            json.dumps({**template, "event_time": -10**30, "speed_kmh": float("nan")}).encode(),
+            json.dumps({**template, "firmware_version": "fw-\udc00-x"}).encode(),
+            json.dumps({**template, "vehicle_id": "v-\ud800", "speed_kmh": "fast"}).encode(),
+            json.dumps({**template, "firmware_version": [[[[1]]]]}).encode(),
+            b'{"a": ' + b"[" * 995 + b"]" * 995 + b"}",
+            b'{"a": "' + b"[" * 2000 + b'"}',
+            b"[" * 1500 + b"}"]
     records = [RawRecord(b"k", doc, 0, i, headers=header) for i, doc in enumerate(docs)]
-    rows = sorted(collect(jvm_decode.decoded(raw_table(t_env, records), KEEP, schema, secret_file, jar)),
-                  key=lambda r: r["kafka_offset"])
-    errors = [r["error"] for r in rows]
+    pairs = decode_both(t_env, schema, records, secret_file, jar)
+    assert_same(pairs)
+    errors = [jvm["error"] for _, jvm in pairs]
     assert errors[0] == "undecodable: speed_kmh: int too large to convert to float"
     assert errors[1].startswith("impossible_value: event_time=") and errors[1].endswith("outside the years 1..9999")
     assert errors[2] == "undecodable: vehicle_id is not encodable as UTF-8 (a lone surrogate)"
     assert errors[3] == "undecodable: nested deeper than 990 levels"
-    assert errors[4] is None and rows[4]["vehicle_id_pseudonym"] == pseudonym(SECRET.encode(), template["vehicle_id"])
+    assert errors[4] is None and pairs[4][1]["vehicle_id_pseudonym"] == pseudonym(SECRET.encode(),
+                                                                                 template["vehicle_id"])
+    assert errors[9] == "undecodable: nested deeper than 990 levels"
+    assert errors[10] == "undecodable: missing field 'vehicle_id'"  # brackets inside a string are text
 
 
 # --- the secret, the jar --------------------------------------------------------------------------
