@@ -104,7 +104,8 @@ class JobOptions(ScoreOptions):
         "throughput", "throughput: the Python stage's bundles and Arrow batches of flink-conf/ (up to 1 s, 10,000 "
                       "rows), sinks that batch for up to 20 ms; low-latency: bundles of at most 1,000 rows "
                       "flushed every 10 ms, network buffers every 10 ms, sinks that send at once, for alerts "
-                      "within about 200 ms at 0.5-0.7x the events/s (benchmarks/README.md has both figures)")
+                      "within a few hundred ms at about half the events/s (benchmarks/README.md has both "
+                      "figures)")
     delivery: Literal["exactly-once", "at-least-once"] = option(
         "exactly-once", "the Kafka sinks: exactly-once (transactions, visible to read_committed consumers at each "
                         "checkpoint) or at-least-once (visible at once; a restart may write a record twice)")
