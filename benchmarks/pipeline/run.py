@@ -129,6 +129,20 @@ def half_load_latency(bench: FlinkBench, corpus: Corpus, load: float, basis: str
     return r, load, basis
 
 
+def capacity_probe_run(bench: FlinkBench, corpus: Corpus, fed: float, seconds: float, **job: Any) -> dict[str, Any]:
+    """The unbounded job fed ``fed`` events/s: what it sustained (at-least-once sinks).
+
+    A probe that sustained under a quarter of the feed is run once more and the better one kept:
+    on a loaded machine the first unbounded job's start (Python workers, TensorFlow) can outlast
+    its settling time, and half of such a figure is a load too small to raise any alert."""
+    probe = bench.latency(corpus, fed, seconds, exactly_once=False, **job)
+    if probe["sustained_rate"] < fed / 4:
+        log(f"  sustained only {probe['sustained_rate']:,.0f}/s: probing once more ...")
+        again = bench.latency(corpus, fed, seconds, exactly_once=False, **job)
+        probe = max(probe, again, key=lambda r: r["sustained_rate"])
+    return probe
+
+
 def log(message: str) -> None:
     """Progress on stderr with seconds since import (the run's phases and what they cost)."""
     print(f"[{time.perf_counter() - _T0:6.1f}s] {message}", file=sys.stderr, flush=True)
@@ -277,7 +291,7 @@ def run(vigil: VigilSettings, args: PipelineOptions) -> int:
             if not load:
                 fed = variants["e-full"].rate
                 log(f"latency: capacity probe of the unbounded job fed {fed:,.0f} events/s ...")
-                probe = bench.latency(corpus, fed, min(settings.latency_seconds, 10.0), exactly_once=False)
+                probe = capacity_probe_run(bench, corpus, fed, min(settings.latency_seconds, 10.0))
                 capacity = min(fed, probe["sustained_rate"])
                 load, basis = capacity / 2, "half the rate the unbounded job sustained in the capacity probe"
                 capacity_probe = {k: probe[k] for k in ("rate", "sustained_rate", "backlog_at_end", "overloaded")}
@@ -299,8 +313,8 @@ def run(vigil: VigilSettings, args: PipelineOptions) -> int:
                                                ("e-full-jvm/low-latency", LOW_LATENCY, LOW_LATENCY_PRODUCER)):
                     fed = variants[label].rate
                     log(f"latency: capacity probe of the unbounded {label} job fed {fed:,.0f} events/s ...")
-                    probe = bench.latency(corpus, fed, min(settings.latency_seconds, 10.0), exactly_once=False,
-                                          variant="e-full-jvm", knobs=knobs, producer=producer)
+                    probe = capacity_probe_run(bench, corpus, fed, min(settings.latency_seconds, 10.0),
+                                               variant="e-full-jvm", knobs=knobs, producer=producer)
                     jvm_load = min(fed, probe["sustained_rate"]) / 2
                     if knobs is None:
                         capacity_probe_jvm = {k: probe[k] for k in ("rate", "sustained_rate", "backlog_at_end",
